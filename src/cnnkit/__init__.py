@@ -1,0 +1,33 @@
+"""cnnkit: the lecture "Convolutional Neural Networks 2" as a PyTorch toolkit.
+
+Importing ``cnnkit`` does no work: the model zoo, analysis and trainer load on
+first use of the names below (PEP 562 module ``__getattr__``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "create_model": "cnnkit.models.registry",
+    "list_models": "cnnkit.models.registry",
+    "get_model_info": "cnnkit.models.registry",
+    "load_torchvision_weights": "cnnkit.models.registry",
+    "register_model": "cnnkit.models.registry",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
