@@ -30,13 +30,18 @@ class LayerNorm2d(nn.GroupNorm):
     """Layer normalisation over (C, H, W) of each sample, with a per-channel scale and shift."""
 
     def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True) -> None:
+        if num_channels < 1:
+            raise ValueError(f"LayerNorm2d needs num_channels >= 1; got {num_channels}")
         super().__init__(1, num_channels, eps=eps, affine=affine)
 
 
 def group_norm(num_channels: int, num_groups: int = 32, eps: float = 1e-5) -> nn.GroupNorm:
-    """GroupNorm with Wu & He's default of 32 groups, or the largest divisor of C below that."""
+    """GroupNorm with Wu & He's default of 32 groups, reduced to ``gcd(num_groups, C)`` when
+    ``num_groups`` does not divide C (48 channels give 16 groups of 3, 24 channels 8 groups)."""
     if num_channels < 1:
         raise ValueError(f"group_norm needs num_channels >= 1; got {num_channels}")
+    if num_groups < 1:
+        raise ValueError(f"group_norm needs num_groups >= 1; got {num_groups} (Wu & He use 32)")
     return nn.GroupNorm(math.gcd(num_groups, num_channels), num_channels, eps=eps)
 
 

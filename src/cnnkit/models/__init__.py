@@ -1,6 +1,6 @@
 """The model zoo: one architecture family per file, each builder registered by name."""
 
-from cnnkit.models import alexnet, densenet, googlenet, mobilenet, resnet, senet, shufflenet, vgg
+from cnnkit.models import alexnet, densenet, fmnet, googlenet, mobilenet, resnet, senet, shufflenet, vgg
 from cnnkit.models.registry import (
     ModelInfo,
     create_model,
@@ -15,6 +15,7 @@ __all__ = [
     "alexnet",
     "create_model",
     "densenet",
+    "fmnet",
     "get_model_info",
     "googlenet",
     "list_models",

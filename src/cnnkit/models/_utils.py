@@ -30,7 +30,11 @@ def check_input(module: nn.Module, args: tuple[Any, ...]) -> None:
     m: int = module.min_input_size  # type: ignore[assignment]
     h, w = int(x.shape[-2]), int(x.shape[-1])
     if h < m or w < m:
-        hint = "resize the inputs" if getattr(module, "small_input", False) else "use small_input=True (--small-input) or larger inputs"
+        hint = (
+            "resize the inputs"
+            if getattr(module, "small_input", False)
+            else "use small_input=True (--small-input) or larger inputs"
+        )
         raise ValueError(f"{name} needs inputs of at least {m}x{m}; got {h}x{w} ({hint})")
 
 

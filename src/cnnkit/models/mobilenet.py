@@ -1,3 +1,249 @@
-"""Placeholder: filled in by the model-zoo work."""
+"""MobileNet v1 (lecture slide "MobileNets"; Howard et al. 2017, "MobileNets: Efficient
+convolutional neural networks for mobile vision applications", arXiv:1704.04861).
 
-__all__: list[str] = []
+A 3x3/2 convolution, then 13 depthwise separable blocks (depthwise 3x3, BN, ReLU,
+pointwise 1x1, BN, ReLU; the paper's fig. 3 and table 1), global average pooling and a
+fully connected classifier. ``width_mult`` is the paper's width multiplier alpha (sec.
+4.2): every layer gets ``max(8, int(alpha * channels))`` channels, TF-slim's rounding
+(``mobilenet_v1.py``, ``min_depth=8``). The resolution multiplier (sec. 4.3) needs no
+argument: the global pool makes the net resolution independent, so it is the input size.
+
+``mobilenet_v1_conv`` is the paper's "Conv MobileNet" of table 4 (the lecture's table):
+the same net with each depthwise separable block replaced by a full 3x3 convolution.
+
+================  ==========  ===========  =============================================
+model             params      mult-adds    source
+================  ==========  ===========  =============================================
+MobileNet         4.2M        569M         Howard et al. 2017, tables 4 and 8
+Conv MobileNet    29.3M       4866M        Howard et al. 2017, table 4
+================  ==========  ===========  =============================================
+
+(at 224x224, 1000 classes; parameters are the weights of the convolutions and of the
+classifier and its bias, without the BN scales and shifts.)
+
+torchvision has no MobileNet v1, so there are no torchvision weights to match.
+``small_input=True`` makes the stem stride 1 (28x28 inputs end in 2x2 maps, not 1x1).
+All downsampling is by padded 3x3 convolutions, so any input from 1x1 up runs:
+``min_input_size`` is 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnkit.layers.act import get_act
+from cnnkit.layers.conv import DepthwiseSeparableConv2d
+from cnnkit.layers.drop import Dropout
+from cnnkit.layers.norm import get_norm_layer
+from cnnkit.models._utils import set_input_constraints
+from cnnkit.models.registry import register_model
+
+__all__ = ["MobileNetV1", "MobileNetV1Block", "mobilenet_v1", "mobilenet_v1_conv"]
+
+NormArg = str | Callable[[int], nn.Module]
+ActArg = str | Callable[[], nn.Module]
+
+STEM_CHANNELS = 32  # table 1: "Conv / s2, 3x3x3x32"
+
+# (stride, out_channels) of the 13 blocks after the stem (Howard et al. 2017, table 1; each row
+# "Conv dw / s" + "Conv / s1 1x1" is one block). The table's last "Conv dw / s2" maps 7x7 to
+# 7x7, a typo for s1, as in every implementation (TF-slim's _CONV_DEFS).
+BLOCKS: list[tuple[int, int]] = [
+    (1, 64),
+    (2, 128),
+    (1, 128),
+    (2, 256),
+    (1, 256),
+    (2, 512),
+    (1, 512),
+    (1, 512),
+    (1, 512),
+    (1, 512),
+    (1, 512),
+    (2, 1024),
+    (1, 1024),
+]
+
+
+# ---------------------------------------------------------------------------- small helpers
+
+
+def _scaled(channels: int, width_mult: float) -> int:
+    # TF-slim's mobilenet_v1: depth(d) = max(int(d * depth_multiplier), min_depth=8)
+    return max(8, int(channels * width_mult))
+
+
+# ---------------------------------------------------------------------------- blocks
+
+
+class MobileNetV1Block(nn.Module):
+    """One row pair of table 1: ``conv`` (depthwise separable or full 3x3), then ``norm``, ``act``.
+
+    ``separable=True``: ``conv`` is a :class:`DepthwiseSeparableConv2d` that holds the
+    depthwise conv, its BN and ReLU, and the pointwise conv (fig. 3, right); ``norm`` and
+    ``act`` follow the pointwise conv. ``separable=False``: ``conv`` is a full 3x3
+    convolution (fig. 3, left; the stem, and every block of Conv MobileNet).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        *,
+        separable: bool,
+        norm_layer: Callable[[int], nn.Module],
+        act_layer: Callable[[], nn.Module],
+    ) -> None:
+        super().__init__()
+        self.conv: nn.Module
+        if separable:
+            self.conv = DepthwiseSeparableConv2d(
+                in_channels, out_channels, 3, stride, norm_layer=norm_layer, act_layer=act_layer
+            )
+        else:
+            self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.norm = norm_layer(out_channels)
+        self.act = act_layer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+# ---------------------------------------------------------------------------- main class
+
+
+class MobileNetV1(nn.Module):
+    """MobileNet v1: ``features`` (stem and 13 blocks of :data:`BLOCKS`), ``avgpool``, ``dropout``, ``classifier``.
+
+    Arguments: ``width_mult`` (alpha, > 0), ``separable`` (False: Conv MobileNet),
+    ``norm_layer`` / ``act_layer`` (names or factories; default BatchNorm and ReLU),
+    ``drop_rate`` (dropout before the classifier; TF-slim trains with 0.001),
+    ``small_input`` (stride-1 stem), ``in_chans``, ``num_classes``.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        small_input: bool = False,
+        width_mult: float = 1.0,
+        separable: bool = True,
+        norm_layer: NormArg = "batch",
+        act_layer: ActArg = "relu",
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"MobileNetV1 needs an integer num_classes >= 1; got {num_classes!r}")
+        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+            raise ValueError(f"MobileNetV1 needs an integer in_chans >= 1; got {in_chans!r}")
+        if not width_mult > 0:
+            raise ValueError(
+                f"MobileNetV1 needs width_mult > 0 (the paper uses 1, 0.75, 0.5, 0.25); got {width_mult}"
+            )
+        if not 0.0 <= drop_rate < 1.0:
+            raise ValueError(
+                f"MobileNetV1 needs drop_rate (dropout before the classifier) in [0, 1); got {drop_rate}"
+            )
+        norm = get_norm_layer(norm_layer)
+        act = get_act(act_layer)
+        self.width_mult = width_mult
+        self.separable = separable
+
+        channels = _scaled(STEM_CHANNELS, width_mult)
+        layers: list[nn.Module] = [
+            MobileNetV1Block(
+                in_chans, channels, 1 if small_input else 2, separable=False, norm_layer=norm, act_layer=act
+            )
+        ]
+        for stride, out in BLOCKS:
+            out = _scaled(out, width_mult)
+            layers.append(
+                MobileNetV1Block(channels, out, stride, separable=separable, norm_layer=norm, act_layer=act)
+            )
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.num_features = channels
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.classifier = nn.Linear(channels, num_classes)
+
+        _init_weights(self)
+        set_input_constraints(self, in_chans=in_chans, min_input_size=1, small_input=small_input)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's map, (N, num_features, H/32, W/32) (H/16 with ``small_input``)."""
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Global average pool, dropout, classifier."""
+        return self.classifier(self.dropout(torch.flatten(self.avgpool(x), 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_weights(model: nn.Module) -> None:
+    """He (fan_out) convolutions, unit norms, N(0, 0.01) classifier; torchvision's MobileNetV2 scheme."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm | nn.InstanceNorm2d) and m.weight is not None:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+# ---------------------------------------------------------------------------- builders
+
+
+def _mobilenet_v1(
+    *, separable: bool, num_classes: int, in_chans: int, small_input: bool, **kwargs: Any
+) -> MobileNetV1:
+    return MobileNetV1(
+        num_classes=num_classes, in_chans=in_chans, small_input=small_input, separable=separable, **kwargs
+    )
+
+
+@register_model()
+def mobilenet_v1(
+    *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
+) -> MobileNetV1:
+    """MobileNet v1 (Howard et al. 2017, table 1); ``width_mult`` is the width multiplier alpha.
+
+    4,231,976 parameters at 1000 classes (4,210,088 without the BN scales and shifts): the
+    paper's 4.2M (table 4); 568.7M mult-adds at 224x224, the paper's 569M.
+    """
+    if kwargs.pop("separable", True) is not True:
+        raise ValueError(
+            "mobilenet_v1 is the depthwise separable net; for full convolutions use mobilenet_v1_conv"
+        )
+    return _mobilenet_v1(
+        separable=True, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
+    )
+
+
+@register_model()
+def mobilenet_v1_conv(
+    *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
+) -> MobileNetV1:
+    """Conv MobileNet (Howard et al. 2017, table 4): MobileNet with full 3x3 convolutions.
+
+    29,294,088 parameters at 1000 classes (29,282,120 without the BN scales and shifts): the
+    paper's 29.3M (table 4); 4867.3M mult-adds at 224x224, the paper's 4866M.
+    """
+    if kwargs.pop("separable", False) is not False:
+        raise ValueError("mobilenet_v1_conv has full 3x3 convolutions; for separable ones use mobilenet_v1")
+    return _mobilenet_v1(
+        separable=False, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
+    )

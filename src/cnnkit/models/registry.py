@@ -16,7 +16,14 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-__all__ = ["ModelInfo", "create_model", "get_model_info", "list_models", "load_torchvision_weights", "register_model"]
+__all__ = [
+    "ModelInfo",
+    "create_model",
+    "get_model_info",
+    "list_models",
+    "load_torchvision_weights",
+    "register_model",
+]
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
@@ -106,14 +113,22 @@ def create_model(
                 f"no pretrained weights for {name!r}: torchvision has no such architecture "
                 f"(pretrained models: {', '.join(n for n in list_models() if _REGISTRY[n].torchvision)})"
             )
-        load_torchvision_weights(model, _torchvision_state_dict(info.torchvision), strict=False)
+        state = dict(_torchvision_state_dict(info.torchvision))
+        if info.family == "densenet":  # torchvision renames these old keys itself before loading
+            from cnnkit.models.densenet import remap_legacy_keys
+
+            state = remap_legacy_keys(state)
+        own = model.state_dict()
+        # GoogLeNet's checkpoint carries the auxiliary heads; a model built without them drops them
+        state = {k: v for k, v in state.items() if k in own or not k.startswith(("aux1.", "aux2."))}
+        load_torchvision_weights(model, state, strict=False)
     return model
 
 
 def _torchvision_state_dict(tv_name: str) -> Mapping[str, torch.Tensor]:
     from torchvision.models import get_model_weights
 
-    weights = get_model_weights(tv_name).DEFAULT  # type: ignore[attr-defined]
+    weights = get_model_weights(tv_name).DEFAULT
     try:
         state: Mapping[str, torch.Tensor] = weights.get_state_dict(progress=True, check_hash=True)
     except (OSError, RuntimeError) as e:  # URLError is an OSError
@@ -145,6 +160,8 @@ def load_torchvision_weights(
     skipped = [k for k, v in state_dict.items() if v.shape != own[k].shape]
     if skipped and strict:
         k = skipped[0]
-        raise ValueError(f"shape mismatch for {k}: checkpoint {tuple(state_dict[k].shape)}, model {tuple(own[k].shape)}")
+        raise ValueError(
+            f"shape mismatch for {k}: checkpoint {tuple(state_dict[k].shape)}, model {tuple(own[k].shape)}"
+        )
     model.load_state_dict({k: v for k, v in state_dict.items() if k not in skipped}, strict=False)
     return skipped

@@ -1,3 +1,251 @@
-"""Placeholder: filled in by the model-zoo work."""
+"""VGGNet, the ILSVRC 2014 runner-up (lecture slides "VGGNet").
 
-__all__: list[str] = []
+Simonyan & Zisserman 2015, "Very deep convolutional networks for large-scale image
+recognition" (ICLR), Table 1, configurations A (VGG-11), B (VGG-13), D (VGG-16)
+and E (VGG-19): stacks of 3x3 stride-1 "same" convolutions, 2x2 stride-2 max-pools
+between five stages of 64, 128, 256, 512, 512 channels, and three fully connected
+layers (4096, 4096, 1000). The ``_bn`` variants put batch normalisation after
+every convolution (Ioffe & Szegedy 2015; torchvision's ``vgg*_bn``).
+
+Module names are torchvision's (``features``, ``avgpool``, ``classifier``), so its
+ImageNet weights load with ``strict=True``. VGG-16 has 138,357,544 parameters,
+the lecture's "138M": its per-layer weight counts (1,728 for the first conv up to
+102,760,448 for the first FC layer, biases not counted) sum to 138,344,128 and the
+13,416 biases make up the rest.
+
+``small_input=True`` (for 28x28 to 32x32 inputs): the ImageNet net halves its input
+five times and so needs at least 32x32 inputs. The small-input net drops the
+*first* max-pool (it becomes an identity, so module indices stay the same), keeping
+stage 2 at full resolution as the stride-1 stems of the other small-input models
+do, and pools the last map globally: ``avgpool`` is ``AdaptiveAvgPool2d(1)`` and the
+classifier keeps torchvision's three-layer structure on 512 inputs
+(512 -> 4096 -> 4096 -> classes). With a 28x28 input the five stages run at 28, 28,
+14, 7 and 3 pixels and the last pool leaves 1x1; the minimum input is 16x16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnkit.layers.act import get_act
+from cnnkit.layers.norm import get_norm_layer
+from cnnkit.models._utils import set_input_constraints
+from cnnkit.models.registry import register_model
+
+__all__ = [
+    "VGG",
+    "cfgs",
+    "make_layers",
+    "vgg11",
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+]
+
+NormArg = str | Callable[[int], nn.Module] | None
+
+# Simonyan & Zisserman 2015, Table 1: an int is a 3x3 conv with that many output channels
+# (then norm, then activation), "M" a 2x2 stride-2 max-pool.
+cfgs: dict[str, list[int | str]] = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],  # A
+    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],  # B
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],  # D
+    "vgg19": [
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+    ],  # E
+}
+
+
+def make_layers(
+    cfg: Sequence[int | str],
+    *,
+    in_chans: int = 3,
+    norm_layer: NormArg = None,
+    act_layer: str | Callable[[], nn.Module] = "relu",
+    small_input: bool = False,
+) -> nn.Sequential:
+    """The ``features`` stack of a VGG config; ``norm_layer=None`` puts no norm after the convs.
+
+    Convolutions keep their bias even with a norm layer, as torchvision's (so its
+    ``vgg*_bn`` weights load). With ``small_input`` the first max-pool is an identity.
+    """
+    norm = None if norm_layer is None else get_norm_layer(norm_layer)
+    act = get_act(act_layer)
+    layers: list[nn.Module] = []
+    c_in = in_chans
+    first_pool = True
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.Identity() if small_input and first_pool else nn.MaxPool2d(2, stride=2))
+            first_pool = False
+        elif isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            layers.append(nn.Conv2d(c_in, v, 3, padding=1))
+            if norm is not None:
+                layers.append(norm(v))
+            layers.append(act())
+            c_in = v
+        else:
+            raise ValueError(f"VGG cfg entries are positive ints (conv widths) or 'M' (max-pool); got {v!r}")
+    return nn.Sequential(*layers)
+
+
+def _last_width(cfg: Sequence[int | str]) -> int:
+    widths = [v for v in cfg if isinstance(v, int)]
+    if not widths:
+        raise ValueError("a VGG cfg needs at least one convolution")
+    return widths[-1]
+
+
+class VGG(nn.Module):
+    """VGG: ``features`` (from :func:`make_layers`), ``avgpool``, a three-layer ``classifier``."""
+
+    def __init__(
+        self,
+        cfg: Sequence[int | str],
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        small_input: bool = False,
+        *,
+        norm_layer: NormArg = None,
+        act_layer: str | Callable[[], nn.Module] = "relu",
+        drop_rate: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1 or in_chans < 1:
+            raise ValueError(f"num_classes and in_chans must be >= 1; got {num_classes} and {in_chans}")
+        if not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"drop_rate must be in [0, 1); got {drop_rate}")
+        c_last = _last_width(cfg)
+        self.features = make_layers(
+            cfg, in_chans=in_chans, norm_layer=norm_layer, act_layer=act_layer, small_input=small_input
+        )
+        pooled = 1 if small_input else 7  # ImageNet: 224 / 2^5 = 7
+        self.avgpool = nn.AdaptiveAvgPool2d((pooled, pooled))
+        act = get_act(act_layer)
+        self.classifier = nn.Sequential(
+            nn.Linear(c_last * pooled * pooled, 4096),
+            act(),
+            nn.Dropout(drop_rate),
+            nn.Linear(4096, 4096),
+            act(),
+            nn.Dropout(drop_rate),
+            nn.Linear(4096, num_classes),
+        )
+        # torchvision's initialisation (He et al. 2015, fan_out) for convs, N(0, 0.01^2) for FCs
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+        num_pools = sum(isinstance(m, nn.MaxPool2d) for m in self.features)
+        set_input_constraints(self, in_chans=in_chans, min_input_size=2**num_pools, small_input=small_input)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def _vgg(
+    variant: str, batch_norm: bool, *, num_classes: int, in_chans: int, small_input: bool, **kwargs: Any
+) -> VGG:
+    name = variant + ("_bn" if batch_norm else "")
+    if "cfg" in kwargs:
+        raise ValueError(f"{name} fixes the layer table; build VGG(cfg=...) directly for another one")
+    norm = kwargs.pop("norm_layer", "batch" if batch_norm else None)
+    if batch_norm and norm in (None, "none", "identity"):
+        raise ValueError(
+            f"{name} has a norm after every conv; use {variant} for none (got norm_layer={norm!r})"
+        )
+    if not batch_norm and norm not in (None, "none", "identity"):
+        raise ValueError(f"{variant} has no norm layers; use {variant}_bn(norm_layer={norm!r}) instead")
+    norm = norm if batch_norm else None
+    return VGG(
+        cfgs[variant],
+        num_classes=num_classes,
+        in_chans=in_chans,
+        small_input=small_input,
+        norm_layer=norm,
+        **kwargs,
+    )
+
+
+@register_model(torchvision="vgg11")
+def vgg11(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
+    """VGG-11, configuration A (Simonyan & Zisserman 2015). 132,863,336 parameters (torchvision)."""
+    return _vgg("vgg11", False, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+
+
+@register_model(torchvision="vgg13")
+def vgg13(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
+    """VGG-13, configuration B (Simonyan & Zisserman 2015). 133,047,848 parameters (torchvision)."""
+    return _vgg("vgg13", False, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+
+
+@register_model(torchvision="vgg16")
+def vgg16(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
+    """VGG-16, configuration D (Simonyan & Zisserman 2015). 138,357,544 parameters (torchvision, lecture: 138M)."""
+    return _vgg("vgg16", False, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+
+
+@register_model(torchvision="vgg19")
+def vgg19(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
+    """VGG-19, configuration E (Simonyan & Zisserman 2015). 143,667,240 parameters (torchvision)."""
+    return _vgg("vgg19", False, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+
+
+@register_model(torchvision="vgg11_bn")
+def vgg11_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
+    """VGG-11 with batch norm after every conv (``norm_layer`` may name another norm). 132,868,840 parameters (torchvision)."""
+    return _vgg("vgg11", True, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+
+
+@register_model(torchvision="vgg13_bn")
+def vgg13_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
+    """VGG-13 with batch norm after every conv (``norm_layer`` may name another norm). 133,053,736 parameters (torchvision)."""
+    return _vgg("vgg13", True, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+
+
+@register_model(torchvision="vgg16_bn")
+def vgg16_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
+    """VGG-16 with batch norm after every conv (``norm_layer`` may name another norm). 138,365,992 parameters (torchvision)."""
+    return _vgg("vgg16", True, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+
+
+@register_model(torchvision="vgg19_bn")
+def vgg19_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
+    """VGG-19 with batch norm after every conv (``norm_layer`` may name another norm). 143,678,248 parameters (torchvision)."""
+    return _vgg("vgg19", True, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)

@@ -1,0 +1,270 @@
+"""The ``cnnkit`` command: parse, call the library, print.
+
+Heavy imports (torch, the zoo, matplotlib) happen inside each command so that
+``cnnkit --help`` and argument errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "main"]
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
+    from cnnkit.models.registry import create_model, get_model_info, list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        print(
+            f"no model matches {args.pattern!r}" if args.pattern else "no models registered", file=sys.stderr
+        )
+        return 1
+    rows = []
+    for name in names:
+        with torch.device("meta"):  # structure only: no weight is allocated
+            model = create_model(name)
+        params = sum(p.numel() for p in model.parameters())
+        info = get_model_info(name)
+        rows.append((name, info.family, f"{params / 1e6:.2f}", info.torchvision or "-"))
+    header = ("model", "family", "params (M)", "torchvision")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print(
+            "  ".join(
+                c.rjust(w) if i == 2 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from cnnkit.train.config import config_from_args, resume_config
+    from cnnkit.train.loop import train
+
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "debug")}
+    cfg = resume_config(given["resume"], given) if given.get("resume") else config_from_args(given)
+    final = train(cfg)
+    if final.get("test_top1") is not None:
+        print(
+            f"{final['model']} on {final['dataset']}: test top-1 {100 * final['test_top1']:.2f}%, "
+            f"top-5 {100 * final['test_top5']:.2f}% after {final['epochs']} epochs, "
+            f"{final['train_seconds']:.1f}s training; run folder {final['run_dir']}"
+        )
+    return 0
+
+
+def _load_run(run_dir: str) -> tuple[Any, dict[str, Any]]:
+    """Rebuild a trained model from its run folder's ``model.safetensors`` (no code is loaded)."""
+    import torch
+
+    from cnnkit.models.registry import create_model
+    from cnnkit.train.checkpoint import load_model_state, load_weights
+
+    path = Path(run_dir)
+    weights = path / "model.safetensors" if path.is_dir() else path
+    state, meta = load_weights(weights)
+    for key in ("model", "num_classes", "in_chans", "mean", "std"):
+        if key not in meta:
+            raise ValueError(f"{weights}: no {key!r} in its metadata; not written by `cnnkit train`")
+    with torch.device("meta"):
+        model = create_model(
+            meta["model"],
+            num_classes=meta["num_classes"],
+            in_chans=meta["in_chans"],
+            small_input=meta.get("small_input", False),
+        )
+    model.to_empty(device="cpu")
+    load_model_state(model, state, weights)
+    return model.eval(), meta
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from cnnkit.data.sources import load_dataset
+    from cnnkit.train.loop import evaluate
+
+    model, meta = _load_run(args.checkpoint)
+    data = load_dataset(args.dataset, data_dir=args.data_dir)
+    mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
+    res = evaluate(model, data.test_x, data.test_y, mean, std, batch_size=args.batch_size)
+    out = {
+        "checkpoint": args.checkpoint,
+        "dataset": args.dataset,
+        "test_top1": res["top1"],
+        "test_top5": res["top5"],
+        "test_loss": res["loss"],
+    }
+    if args.format == "json":
+        print(json.dumps(out))
+    else:
+        print(
+            f"{args.checkpoint} on {args.dataset}: top-1 {100 * res['top1']:.2f}%  top-5 {100 * res['top5']:.2f}%  (error {100 * (1 - res['top1']):.2f}% / {100 * (1 - res['top5']):.2f}%)"
+        )
+    return 0
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    """Fusion by averaged softmax, beside each member (the lecture's ILSVRC 2016 ensemble)."""
+    import torch
+
+    from cnnkit.data.sources import load_dataset
+    from cnnkit.train.ensemble import ensemble_eval
+
+    members = [_load_run(d) for d in args.runs]
+    data = load_dataset(args.dataset, data_dir=args.data_dir)
+    rows = ensemble_eval(
+        [(m, torch.tensor(meta["mean"]), torch.tensor(meta["std"])) for m, meta in members],
+        data.test_x,
+        data.test_y,
+    )
+    names = [*args.runs, "fusion (mean softmax)"]
+    if args.format == "json":
+        print(json.dumps([{"member": n, **r} for n, r in zip(names, rows, strict=True)]))
+        return 0
+    width = max(len(n) for n in names)
+    print(f"{'member'.ljust(width)}  top-1 err (%)  top-5 err (%)")
+    for n, r in zip(names, rows, strict=True):
+        print(f"{n.ljust(width)}  {100 * (1 - r['top1']):13.2f}  {100 * (1 - r['top5']):13.2f}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2.functional import center_crop, resize
+
+    model, meta = _load_run(args.checkpoint)
+    size, chans = int(meta.get("image_size", 28)), int(meta["in_chans"])
+    mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
+    classes = meta.get("classes") or [str(i) for i in range(meta["num_classes"])]
+    for path in args.images:
+        try:
+            img = decode_image(path, mode=ImageReadMode.GRAY if chans == 1 else ImageReadMode.RGB)
+        except (RuntimeError, OSError) as e:
+            raise ValueError(f"{path}: cannot read the image ({e})") from e
+        img = center_crop(resize(img, [size], antialias=True), [size, size])
+        x = (img[None].float() / 255 - mean[:, None, None]) / std[:, None, None]
+        with torch.no_grad():
+            p = model(x).softmax(1)[0]
+        top = p.topk(min(5, len(p)))
+        print(
+            path
+            + ": "
+            + ", ".join(
+                f"{classes[i]} {100 * v:.1f}%"
+                for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+            )
+        )
+    return 0
+
+
+def _cmd_plot_lr(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cnnkit.train.schedule import Schedule
+
+    total = args.epochs * args.steps_per_epoch
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name in args.sched:
+        s = Schedule(
+            name,
+            total,
+            args.steps_per_epoch,
+            warmup_steps=round(args.warmup_epochs * args.steps_per_epoch),
+            min_lr_ratio=args.min_lr / args.lr,
+            decay_epochs=args.decay_epochs,
+            decay_rate=args.decay_rate,
+        )
+        ax.plot(
+            [i / args.steps_per_epoch for i in range(total)],
+            [args.lr * s(i) for i in range(total)],
+            label=name,
+        )
+    ax.set(xlabel="epoch", ylabel="learning rate", title="learning-rate schedules")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(args.output, dpi=100)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnkit", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list the model zoo with parameter counts")
+    p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'resnet*'")
+    p.set_defaults(func=_cmd_models)
+
+    from cnnkit.train.config import add_train_args
+
+    p = sub.add_parser("train", help="train a zoo model (default: fmnet on Fashion-MNIST)")
+    add_train_args(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="top-1/top-5 of a trained run on a dataset's test split")
+    p.add_argument("--checkpoint", required=True, help="run folder (or its model.safetensors)")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("ensemble", help="evaluate the averaged-softmax fusion of runs beside each member")
+    p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=_cmd_ensemble)
+
+    p = sub.add_parser("predict", help="top-5 labels of image files")
+    p.add_argument("--checkpoint", required=True, help="run folder (or its model.safetensors)")
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("plot-lr", help="draw learning-rate schedules")
+    p.add_argument("--sched", nargs="+", default=["step", "exponential", "cosine"])
+    p.add_argument("--epochs", type=int, default=90)
+    p.add_argument("--steps-per-epoch", type=int, default=100)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--min-lr", type=float, default=0.0)
+    p.add_argument("--warmup-epochs", type=float, default=0.0)
+    p.add_argument("--decay-epochs", type=float, default=30.0)
+    p.add_argument("--decay-rate", type=float, default=0.1)
+    p.add_argument("--output", default="lr.png")
+    p.set_defaults(func=_cmd_plot_lr)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # With another process busy on the machine, spinning OpenMP threads slow training ~10x;
+    # passive waiting avoids it. Must be set before torch starts its thread pool.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("cnnkit: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, PermissionError, RuntimeError, OSError) as e:
+        if args.debug:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"cnnkit: error: {msg}", file=sys.stderr)
+        return 2

@@ -1,0 +1,66 @@
+"""ImageNet-layout folders (``root/train/<class>/*.png|jpg``, ``root/val/<class>/*``) -> uint8 tensors.
+
+Class discovery is torchvision's (``datasets.ImageFolder``); decoding is
+``torchvision.io.decode_image``. Every image is resized (shorter side, then centre
+crop) to ``image_size`` so the whole split fits one tensor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from cnnkit.data.sources import DatasetError, DatasetTensors
+
+__all__ = ["load_imagefolder"]
+
+_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def _split(
+    root: Path, split: str, size: int, classes: list[str] | None
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    from torchvision.datasets import ImageFolder
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2.functional import center_crop, resize
+
+    folder = root / split
+    if not folder.is_dir():
+        raise DatasetError(
+            f"{folder} does not exist: imagefolder needs {root}/train/<class>/ and {root}/val/<class>/"
+        )
+    empty = [
+        d.name
+        for d in sorted(folder.iterdir())
+        if d.is_dir() and not any(f.suffix.lower() in _EXTENSIONS for f in d.iterdir())
+    ]
+    if empty:
+        raise DatasetError(
+            f"{folder}: class folder(s) with no images: {', '.join(empty[:5])} (remove them or add images)"
+        )
+    try:
+        ds = ImageFolder(str(folder), allow_empty=False)
+    except (FileNotFoundError, OSError) as e:
+        raise DatasetError(f"{folder}: {e}") from e
+    if classes is not None and ds.classes != classes:
+        raise DatasetError(f"{folder}: classes {ds.classes[:5]}... differ from train's {classes[:5]}...")
+    images = torch.empty(len(ds.samples), 3, size, size, dtype=torch.uint8)
+    for i, (path, _) in enumerate(ds.samples):
+        try:
+            img = decode_image(path, mode=ImageReadMode.RGB)
+        except (RuntimeError, OSError) as e:
+            raise DatasetError(f"{path}: unreadable image ({e}); remove or replace it") from e
+        images[i] = center_crop(resize(img, [size], antialias=True), [size, size])
+    labels = torch.tensor([t for _, t in ds.samples], dtype=torch.long)
+    return images, labels, list(ds.classes)
+
+
+def load_imagefolder(root: Path, *, image_size: int | None = None) -> DatasetTensors:
+    """Load both splits of an ImageNet-layout folder, resized to ``image_size`` (default 64)."""
+    size = image_size or 64
+    if size < 1:
+        raise DatasetError(f"image size must be >= 1; got {size}")
+    tx, ty, classes = _split(root, "train", size, None)
+    vx, vy, _ = _split(root, "val", size, classes)
+    return DatasetTensors("imagefolder", tx, ty, vx, vy, classes)

@@ -1,0 +1,161 @@
+"""Weight initialisation schemes of the lecture ("Initialization" slides).
+
+- zero and same-value (constant) initialisation, which the lecture shows to fail:
+  with all-zero weights every gradient of the two-layer example y = W1 x, z = W2 y
+  is zero, and with equal weights all hidden units get the same gradient, so the
+  symmetry between them is never broken;
+- random Gaussian N(0, std^2) with a hand-picked std;
+- Xavier/Glorot (Glorot & Bengio 2010, "Understanding the difficulty of training
+  deep feedforward neural networks"): Var[w] = 2 / (fan_in + fan_out), matching
+  the variance of activations and gradients across layers;
+- Kaiming/He (He et al. 2015, "Delving deep into rectifiers"): Var[w] = 2 / n with
+  n = fan_in (forward) or fan_out (backward), because ReLU zeros half of the
+  activations.
+
+All random schemes are ``torch.nn.init``'s own functions. ``init_weights`` applies
+a scheme in place to the weights of every convolution and linear layer, sets their
+biases to zero and resets normalisation layers to the identity (weight 1, bias 0);
+other parameters (PReLU slopes, ...) keep torch's initialisation.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TypeVar
+
+from torch import nn
+
+__all__ = ["INIT_SCHEMES", "init_weights"]
+
+INIT_SCHEMES: tuple[str, ...] = (
+    "default",
+    "zero",
+    "constant",
+    "normal",
+    "xavier_normal",
+    "xavier_uniform",
+    "kaiming_normal",
+    "kaiming_uniform",
+)
+
+# the keyword options each scheme accepts; anything else is an error, not silently ignored
+_OPTIONS: dict[str, frozenset[str]] = {
+    "default": frozenset(),
+    "zero": frozenset(),
+    "constant": frozenset({"value"}),
+    "normal": frozenset({"std"}),
+    "xavier_normal": frozenset({"gain"}),
+    "xavier_uniform": frozenset({"gain"}),
+    "kaiming_normal": frozenset({"mode", "nonlinearity", "negative_slope"}),
+    "kaiming_uniform": frozenset({"mode", "nonlinearity", "negative_slope"}),
+}
+
+# batch and instance norms share torch's _NormBase; group and layer norm do not
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+_WEIGHT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def init_weights(
+    model: ModuleT,
+    scheme: str,
+    *,
+    value: float | None = None,
+    std: float | None = None,
+    gain: float | None = None,
+    mode: str | None = None,
+    nonlinearity: str | None = None,
+    negative_slope: float | None = None,
+) -> ModuleT:
+    """Initialise ``model`` in place with ``scheme`` (one of ``INIT_SCHEMES``) and return it.
+
+    Options, each accepted only by the schemes that use it:
+
+    - ``constant``: ``value`` (required), every weight set to it;
+    - ``normal``: ``std`` (default 0.01), weights ~ N(0, std^2);
+    - ``xavier_normal`` / ``xavier_uniform``: ``gain`` (default 1), Var = gain^2 * 2/(fan_in + fan_out);
+    - ``kaiming_normal`` / ``kaiming_uniform``: ``mode`` ("fan_in" default, or "fan_out"),
+      ``nonlinearity`` ("relu" default, gain sqrt(2); see ``torch.nn.init.calculate_gain``) and
+      ``negative_slope`` for "leaky_relu"; Var = gain^2 / fan, i.e. 2 / fan for ReLU.
+
+    ``"default"`` leaves torch's per-layer initialisation untouched. Every other scheme also
+    zeroes the biases of conv and linear layers and sets norm layers to weight 1, bias 0.
+
+    >>> init_weights(nn.Linear(4, 2), "kaiming_normal", mode="fan_out")
+    Linear(in_features=4, out_features=2, bias=True)
+    """
+    if scheme not in _OPTIONS:
+        close = difflib.get_close_matches(scheme, INIT_SCHEMES, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown init scheme {scheme!r}{hint}; choose from {', '.join(INIT_SCHEMES)}")
+    given = {
+        name
+        for name, val in (
+            ("value", value),
+            ("std", std),
+            ("gain", gain),
+            ("mode", mode),
+            ("nonlinearity", nonlinearity),
+            ("negative_slope", negative_slope),
+        )
+        if val is not None
+    }
+    unused = sorted(given - _OPTIONS[scheme])
+    if unused:
+        accepted = ", ".join(sorted(_OPTIONS[scheme])) or "no options"
+        raise ValueError(f"init scheme {scheme!r} does not use {', '.join(unused)}; it takes {accepted}")
+    if scheme == "constant" and value is None:
+        raise ValueError(
+            "init scheme 'constant' needs value=...; e.g. init_weights(model, 'constant', value=0.1)"
+        )
+    if std is not None and not std > 0:
+        raise ValueError(f"init scheme 'normal' needs std > 0; got std={std}")
+    if gain is not None and not gain > 0:
+        raise ValueError(f"init scheme {scheme!r} needs gain > 0; got gain={gain}")
+    if mode is not None and mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"init scheme {scheme!r} needs mode 'fan_in' or 'fan_out'; got {mode!r}")
+    if negative_slope is not None and nonlinearity != "leaky_relu":
+        raise ValueError(
+            f"init scheme {scheme!r} uses negative_slope only with nonlinearity='leaky_relu'; "
+            f"got nonlinearity={nonlinearity!r}"
+        )
+    if nonlinearity is not None:
+        # calculate_gain raises for names it does not know; fail here, before touching the model
+        try:
+            nn.init.calculate_gain(nonlinearity, negative_slope)  # type: ignore[arg-type]
+        except ValueError as err:
+            raise ValueError(f"init scheme {scheme!r}: {err}") from err
+    if scheme == "default":
+        return model
+
+    for module in model.modules():
+        if isinstance(module, _WEIGHT_TYPES):
+            weight = module.weight
+            if scheme == "zero":
+                nn.init.zeros_(weight)
+            elif scheme == "constant":
+                assert value is not None  # checked above
+                nn.init.constant_(weight, value)
+            elif scheme == "normal":
+                nn.init.normal_(weight, mean=0.0, std=0.01 if std is None else std)
+            elif scheme == "xavier_normal":
+                nn.init.xavier_normal_(weight, gain=1.0 if gain is None else gain)
+            elif scheme == "xavier_uniform":
+                nn.init.xavier_uniform_(weight, gain=1.0 if gain is None else gain)
+            else:
+                init_fn = nn.init.kaiming_normal_ if scheme == "kaiming_normal" else nn.init.kaiming_uniform_
+                init_fn(
+                    weight,
+                    a=0.0 if negative_slope is None else negative_slope,
+                    mode=mode or "fan_in",  # type: ignore[arg-type]
+                    nonlinearity=nonlinearity or "relu",  # type: ignore[arg-type]
+                )
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, _NORM_TYPES):
+            if getattr(module, "weight", None) is not None:
+                nn.init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+    return model

@@ -1,0 +1,100 @@
+"""FMNet: cnnkit's default net for 28x28 data, after the CIFAR-10 speedrun nets.
+
+The shape follows Page's ResNet-9 "bag of tricks" and Keller Jordan's airbench
+(2024): a 3x3 stem, then three conv groups, each conv -> 2x2 max-pool -> norm -> act
+-> conv -> norm -> act, a global max-pool and a linear classifier scaled down by a
+constant (airbench's 1/9 logit scale). It is small enough to train on a laptop CPU in
+about a minute and uses only layers of the lecture (3x3 convs, pooling, batch norm,
+GELU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnkit.layers.act import get_act
+from cnnkit.layers.norm import get_norm_layer
+from cnnkit.models._utils import set_input_constraints
+from cnnkit.models.registry import register_model
+
+__all__ = ["FMNet", "fmnet"]
+
+
+class ConvGroup(nn.Module):
+    """conv 3x3 -> max-pool 2 -> norm -> act -> conv 3x3 -> norm -> act (airbench's ConvGroup)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        norm_layer: Callable[[int], nn.Module],
+        act_layer: Callable[[], nn.Module],
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = norm_layer(out_channels)
+        self.act1 = act_layer()
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = norm_layer(out_channels)
+        self.act2 = act_layer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.norm1(self.pool(self.conv1(x))))
+        return self.act2(self.norm2(self.conv2(x)))
+
+
+class FMNet(nn.Module):
+    """Stem + three :class:`ConvGroup` s + global max-pool + scaled linear classifier."""
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (64, 128, 256),
+        *,
+        num_classes: int = 10,
+        in_chans: int = 1,
+        small_input: bool = True,
+        stem_width: int = 32,
+        norm_layer: str | Callable[[int], nn.Module] = "batch",
+        act_layer: str | Callable[[], nn.Module] = "gelu",
+        drop_rate: float = 0.0,
+        logit_scale: float = 1 / 9,
+    ) -> None:
+        super().__init__()
+        if len(widths) != 3 or min(widths) < 1 or stem_width < 1:
+            raise ValueError(
+                f"FMNet needs three positive widths and stem_width >= 1; got {tuple(widths)}, {stem_width}"
+            )
+        if not 0 <= drop_rate < 1:
+            raise ValueError(f"drop_rate must be in [0, 1); got {drop_rate}")
+        norm = get_norm_layer(norm_layer)
+        act = get_act(act_layer)
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, stem_width, 3, padding=1, bias=False), norm(stem_width), act()
+        )
+        chans = [stem_width, *widths]
+        self.groups = nn.Sequential(*[ConvGroup(chans[i], chans[i + 1], norm, act) for i in range(3)])
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.dropout = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(widths[-1], num_classes, bias=False)
+        self.logit_scale = logit_scale
+        # three 2x2 pools: 8 -> 4 -> 2 -> 1 is the smallest input that reaches the head
+        set_input_constraints(self, in_chans=in_chans, min_input_size=8, small_input=small_input)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.groups(self.stem(x))).flatten(1)
+        return self.fc(self.dropout(x)) * self.logit_scale
+
+
+@register_model()
+def fmnet(*, num_classes: int = 10, in_chans: int = 1, small_input: bool = True, **kwargs: Any) -> FMNet:
+    """cnnkit's default Fashion-MNIST net (widths 64/128/256, about 1.2M parameters).
+
+    The input size is free from 8x8 up; ``small_input`` is accepted for the zoo's
+    common interface and changes nothing (the net is built for small images).
+    """
+    return FMNet(num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)

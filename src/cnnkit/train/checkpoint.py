@@ -1,0 +1,134 @@
+"""Checkpoints that never run code and are never left half-written.
+
+- ``model.safetensors``: the weights alone (safetensors: no code, safe to share), with
+  the model's name and data statistics as plain-string metadata.
+- ``checkpoint.pt``: the full training state (model, optimizer, scheduler, EMA, RNG
+  states, epoch and step, config as plain data), read back with
+  ``torch.load(..., weights_only=True)`` only: no fallback that could unpickle code.
+
+Every write goes to a temporary file in the same folder, is fsynced, then atomically
+renamed over the old file, so a kill or a full disk leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CheckpointError",
+    "atomic_write",
+    "load_model_state",
+    "load_state",
+    "load_weights",
+    "save_state",
+    "save_weights",
+]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, unsafe or does not fit the model."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` then fsync and rename ``tmp`` over ``path``; on any failure ``path`` is untouched."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write the full training state atomically (``torch.save`` of tensors and plain data only)."""
+    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Read a training state with ``weights_only=True``; every failure is one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (a write was interrupted? use an earlier checkpoint)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        raise CheckpointError(
+            f"{path}: rejected, it holds something other than tensors and plain data ({first})"
+        ) from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: truncated or not a cnnkit checkpoint ({first})") from e
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not a cnnkit training checkpoint (no model state)")
+    return state
+
+
+def save_weights(path: Path, model: nn.Module, metadata: dict[str, Any]) -> None:
+    """Write the weights as safetensors; ``metadata`` values are stored JSON-encoded."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {k: json.dumps(v) for k, v in metadata.items()}
+    atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=meta))
+
+
+def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read safetensors weights and their metadata."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: truncated or not a safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from e
+    return tensors, meta
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """``load_state_dict(strict=True)`` with a one-line error when the file is for another architecture."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        what = (
+            f"{len(missing)} missing keys (e.g. {missing[0]})"
+            if missing
+            else f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})"
+            if unexpected
+            else f"shape mismatch at {wrong[0]}: file {tuple(state[wrong[0]].shape)}, model {tuple(own[wrong[0]].shape)}"
+        )
+        raise CheckpointError(
+            f"{path}: weights do not fit {getattr(model, 'model_name', type(model).__name__)} ({what}); was it saved from another model?"
+        )
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,215 @@
+"""Training configuration: a typed dataclass, a YAML file of defaults, flags that override.
+
+Precedence, lowest first: the dataclass defaults, a named ``--recipe``, ``-c config.yaml``,
+then command-line flags. Flag names follow timm's where timm has one (``--model --lr
+--sched --warmup-epochs --mixup --cutmix --drop-path --smoothing --amp --channels-last
+--resume --output``). The resolved config is written as ``config.yaml`` in the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["RECIPES", "TrainConfig", "add_train_args", "config_from_args", "load_config", "resume_config"]
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of ``cnnkit train``; each field is also a flag (``warmup_epochs`` -> ``--warmup-epochs``)."""
+
+    # what to train, on what
+    model: str = field(default="fmnet", metadata={"help": "zoo model name (`cnnkit models`)"})
+    dataset: str = field(
+        default="fashion-mnist",
+        metadata={"help": "fashion-mnist, mnist, kmnist, cifar10, cifar100, imagefolder, synthetic"},
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "folder with the dataset files (else $CNNKIT_DATA, system copy, cache)"},
+    )
+    train_subset: int | None = field(
+        default=None, metadata={"help": "train on a fixed, seeded subset of N images"}
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "resize imagefolder/synthetic images to this size"}
+    )
+    small_input: bool | None = field(
+        default=None, metadata={"help": "small-image stem; default: on for inputs under 64 px"}
+    )
+    pretrained: bool = field(default=False, metadata={"help": "start from torchvision's ImageNet weights"})
+    # model ingredients
+    norm: str | None = field(
+        default=None, metadata={"help": "norm layer: batch, layer, instance, group, none"}
+    )
+    act: str | None = field(default=None, metadata={"help": "activation: relu, leaky_relu, swish, gelu, ..."})
+    init: str = field(default="default", metadata={"help": "weight init scheme (cnnkit.layers.init)"})
+    drop: float = field(default=0.0, metadata={"help": "dropout rate before the classifier"})
+    drop_path: float = field(
+        default=0.0, metadata={"help": "stochastic depth rate of the last block (linear decay)"}
+    )
+    # optimisation
+    epochs: int = field(default=10, metadata={"help": "epochs to train"})
+    batch_size: int = field(default=256, metadata={"help": "global batch size"})
+    opt: str = field(default="sgd", metadata={"help": "sgd, adam, adamw"})
+    lr: float = field(default=0.1, metadata={"help": "peak learning rate"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum / Adam beta1"})
+    nesterov: bool = field(default=True, metadata={"help": "Nesterov momentum for SGD"})
+    weight_decay: float = field(default=5e-4, metadata={"help": "weight decay"})
+    decay_norm_bias: bool = field(default=False, metadata={"help": "also decay norm weights and biases"})
+    sched: str = field(default="cosine", metadata={"help": "constant, step, multistep, exponential, cosine"})
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warmup length in epochs"})
+    min_lr: float = field(default=0.0, metadata={"help": "cosine floor eta_T"})
+    decay_epochs: float = field(default=30.0, metadata={"help": "step schedule: epochs between decays"})
+    decay_milestones: list[int] = field(
+        default_factory=lambda: [30, 60, 90], metadata={"help": "multistep schedule: epochs"}
+    )
+    decay_rate: float = field(
+        default=0.1, metadata={"help": "step/multistep factor; exponential: per-epoch factor"}
+    )
+    clip_grad: float | None = field(default=None, metadata={"help": "clip the gradient norm to this value"})
+    model_ema: bool = field(
+        default=False, metadata={"help": "evaluate an exponential moving average of the weights"}
+    )
+    model_ema_decay: float = field(default=0.999, metadata={"help": "EMA decay per step"})
+    # data ingredients
+    crop_pad: int = field(default=0, metadata={"help": "random crop with this zero padding (translation)"})
+    hflip: float = field(default=0.0, metadata={"help": "horizontal flip probability"})
+    cutout: int = field(default=0, metadata={"help": "cutout square size in pixels"})
+    mixup: float = field(default=0.0, metadata={"help": "mixup alpha (0: off)"})
+    cutmix: float = field(default=0.0, metadata={"help": "cutmix alpha (0: off)"})
+    smoothing: float = field(default=0.0, metadata={"help": "label smoothing"})
+    tta: bool = field(
+        default=False, metadata={"help": "test-time augmentation: average with the flipped view"}
+    )
+    # machine
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda"})
+    amp: str = field(default="none", metadata={"help": "mixed precision: none, bf16, fp16 (cuda)"})
+    channels_last: bool = field(
+        default=False, metadata={"help": "NHWC memory format (faster with oneDNN/cuDNN)"}
+    )
+    threads: int | None = field(default=None, metadata={"help": "intra-op threads (default: free cores)"})
+    deterministic: bool = field(
+        default=False, metadata={"help": "deterministic algorithms (bitwise-repeatable runs)"}
+    )
+    seed: int = field(default=0, metadata={"help": "random seed (data order, augmentation, init)"})
+    # run folder
+    output: str | None = field(
+        default=None, metadata={"help": "run folder (default runs/<model>-<dataset>-<time>)"}
+    )
+    resume: str | None = field(default=None, metadata={"help": "run folder to continue"})
+    log: str | None = field(default=None, metadata={"help": "extra logger: tensorboard"})
+    checkpoint_every: int = field(
+        default=0, metadata={"help": "also checkpoint every N steps (0: each epoch only)"}
+    )
+    on_nonfinite: str = field(
+        default="stop", metadata={"help": "NaN/Inf loss or gradient: stop, or skip the step"}
+    )
+    progress: bool | None = field(
+        default=None, metadata={"help": "progress bar (default: when on a terminal)"}
+    )
+    recipe: str | None = field(default=None, metadata={"help": "named recipe: default, accurate"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Named recipes: documented configurations of the same trainer (issue "Speed").
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+}
+
+
+def _field_type(f: dataclasses.Field[Any]) -> tuple[type, bool]:
+    """The scalar type of a field and whether it is a list."""
+    hints = typing.get_type_hints(TrainConfig)
+    t = hints[f.name]
+    if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
+        t = next(a for a in typing.get_args(t) if a is not type(None))
+    if typing.get_origin(t) is list:
+        return typing.get_args(t)[0], True
+    return t, False
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    """One flag per field; unset flags stay absent so a YAML file or recipe can supply them."""
+    parser.add_argument("-c", "--config", help="YAML file of defaults (flags override it)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind, is_list = _field_type(f)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        help_ = f"{f.metadata.get('help', '')} (default: {default})"
+        if kind is bool:
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_
+            )
+        else:
+            parser.add_argument(
+                flag, type=kind, nargs="+" if is_list else None, default=argparse.SUPPRESS, help=help_
+            )
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config; unknown keys raise with the closest field names."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as e:
+        raise ValueError(f"cannot read config {p}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ValueError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{p} must hold a mapping of option: value; got {type(data).__name__}")
+    _check_keys(data, str(p))
+    return data
+
+
+def _check_keys(data: dict[str, Any], where: str) -> None:
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"{where}: unknown option {key!r}{hint}")
+
+
+def config_from_args(args: argparse.Namespace | dict[str, Any]) -> TrainConfig:
+    """Merge defaults < recipe < YAML < flags into a :class:`TrainConfig`."""
+    given = dict(vars(args) if isinstance(args, argparse.Namespace) else args)
+    yaml_path = given.pop("config", None)
+    from_yaml = load_config(yaml_path) if yaml_path else {}
+    recipe = given.get("recipe", from_yaml.get("recipe"))
+    merged: dict[str, Any] = {}
+    if recipe is not None:
+        if recipe not in RECIPES:
+            close = difflib.get_close_matches(recipe, list(RECIPES), n=3)
+            raise ValueError(
+                f"unknown recipe {recipe!r}"
+                + (f" (did you mean {', '.join(close)}?)" if close else "")
+                + f"; choose from {', '.join(RECIPES)}"
+            )
+        merged.update(RECIPES[recipe])
+    merged.update(from_yaml)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    merged.update({k: v for k, v in given.items() if k in names})
+    _check_keys(merged, "config")
+    return TrainConfig(**merged)
+
+
+def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> TrainConfig:
+    """The config of the run in ``run_dir`` (its ``config.yaml``), with ``overrides`` on top
+    (e.g. a larger ``epochs`` to train on)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ValueError(f"{run_dir} is not a cnnkit run folder (no config.yaml); check --resume")
+    saved = load_config(path)
+    given = {k: v for k, v in overrides.items() if k not in ("config", "resume", "output")}
+    return TrainConfig(**{**saved, **given, "resume": str(run_dir), "output": str(run_dir)})

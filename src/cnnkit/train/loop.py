@@ -1,0 +1,599 @@
+"""The training loop: dataset tensors -> batch augmentation -> model -> loss -> optimizer step
+-> metrics and checkpoint, as one flat function (after nanoGPT's train.py).
+
+Every ingredient of the lecture's "key ingredients of training CNNs" is a config field:
+dropout/drop-path, normalisation, init, augmentation (crop, flip, cutout, mixup, cutmix),
+label smoothing, optimiser, learning-rate schedule with warmup, activation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from cnnkit.data.augment import cutmix, cutout, mixup, random_crop, random_flip
+from cnnkit.data.sources import DatasetTensors, check_dataset_name, load_dataset
+from cnnkit.train.checkpoint import load_model_state, load_state, save_state, save_weights
+from cnnkit.train.config import TrainConfig
+from cnnkit.train.optim import OPTIMIZERS, build_optimizer
+from cnnkit.train.schedule import SCHEDULES, Schedule, build_scheduler
+
+__all__ = ["TrainingError", "evaluate", "train", "validate_config"]
+
+
+class TrainingError(RuntimeError):
+    """Training stopped (non-finite loss or gradient); the last good checkpoint is kept."""
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Check every value that can be checked before any data is read; one clear line per problem."""
+    from cnnkit.layers.act import get_act
+    from cnnkit.layers.init import INIT_SCHEMES
+    from cnnkit.layers.norm import get_norm_layer
+    from cnnkit.models.registry import get_model_info
+
+    get_model_info(cfg.model)
+    check_dataset_name(cfg.dataset)
+    for name, value in (("--epochs", cfg.epochs), ("--batch-size", cfg.batch_size)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1; got {value}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ValueError(f"--lr must be a positive number; got {cfg.lr}")
+    for name, p in (("--drop", cfg.drop), ("--drop-path", cfg.drop_path), ("--smoothing", cfg.smoothing)):
+        if not 0 <= p < 1:
+            raise ValueError(f"{name} must be in [0, 1); got {p}")
+    if not 0 <= cfg.hflip <= 1:
+        raise ValueError(f"--hflip is a probability in [0, 1]; got {cfg.hflip}")
+    for name, v in (
+        ("--mixup", cfg.mixup),
+        ("--cutmix", cfg.cutmix),
+        ("--crop-pad", cfg.crop_pad),
+        ("--cutout", cfg.cutout),
+        ("--weight-decay", cfg.weight_decay),
+        ("--warmup-epochs", cfg.warmup_epochs),
+        ("--min-lr", cfg.min_lr),
+    ):
+        if v < 0:
+            raise ValueError(f"{name} must be >= 0; got {v}")
+    if cfg.train_subset is not None and cfg.train_subset < 1:
+        raise ValueError(f"--train-subset must be >= 1; got {cfg.train_subset}")
+    if cfg.warmup_epochs >= cfg.epochs and cfg.warmup_epochs > 0:
+        raise ValueError(
+            f"--warmup-epochs ({cfg.warmup_epochs}) must be shorter than --epochs ({cfg.epochs})"
+        )
+    if cfg.opt not in OPTIMIZERS:
+        raise ValueError(f"unknown --opt {cfg.opt!r}; choose from {', '.join(OPTIMIZERS)}")
+    if cfg.sched not in SCHEDULES:
+        raise ValueError(f"unknown --sched {cfg.sched!r}; choose from {', '.join(SCHEDULES)}")
+    if cfg.amp not in ("none", "bf16", "fp16"):
+        raise ValueError(f"--amp must be none, bf16 or fp16; got {cfg.amp!r}")
+    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise ValueError(f"--device must be auto, cpu or cuda; got {cfg.device!r}")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA device is available (use --device cpu)")
+    if cfg.on_nonfinite not in ("stop", "skip"):
+        raise ValueError(f"--on-nonfinite must be stop or skip; got {cfg.on_nonfinite!r}")
+    if cfg.init not in INIT_SCHEMES:
+        raise ValueError(f"unknown --init {cfg.init!r}; choose from {', '.join(INIT_SCHEMES)}")
+    if cfg.norm is not None:
+        get_norm_layer(cfg.norm)
+    if cfg.act is not None:
+        get_act(cfg.act)
+    if cfg.log not in (None, "tensorboard"):
+        raise ValueError(f"--log must be tensorboard; got {cfg.log!r}")
+    if not 0 < cfg.model_ema_decay < 1:
+        raise ValueError(f"--model-ema-decay must be in (0, 1); got {cfg.model_ema_decay}")
+
+
+# ---------------------------------------------------------------- machine and run folder
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment."""
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
+def _prepare_run_dir(cfg: TrainConfig, is_main: bool) -> Path:
+    out = (
+        Path(cfg.output)
+        if cfg.output
+        else Path("runs") / f"{cfg.model}-{cfg.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    )
+    if not is_main:
+        return out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"x")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(
+            f"cannot write to output folder {out} ({e.strerror}); choose another --output"
+        ) from e
+    free = shutil.disk_usage(out).free
+    if free < 50 * 2**20:
+        raise ValueError(
+            f"only {free // 2**20} MB free on the disk of {out}; free space or choose another --output"
+        )
+    return out
+
+
+# ---------------------------------------------------------------- data
+
+
+class _Batches:
+    """Batches of the in-memory training set: a seeded permutation per epoch, sharded across ranks.
+
+    Each rank takes its slice of every global batch, so N processes see exactly the
+    samples one process would (DistributedSampler's contract, without the per-sample
+    Python of a DataLoader).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world: int) -> None:
+        if batch_size % world:
+            raise ValueError(
+                f"--batch-size {batch_size} must be divisible by the number of processes ({world})"
+            )
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.steps = max(n // batch_size, 1)  # drop the last partial batch (fixed batch statistics)
+
+    def epoch(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(self.n, generator=g)[: self.steps * self.batch_size]
+        per_rank = self.batch_size // self.world
+        return perm.view(self.steps, self.world, per_rank)[:, self.rank]
+
+
+def _augment(
+    x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, num_classes: int, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch augmentation; returns images and soft targets (N, K)."""
+    if cfg.crop_pad:
+        x = random_crop(x, cfg.crop_pad, g)
+    if cfg.hflip:
+        x = random_flip(x, g, cfg.hflip)
+    if cfg.cutout:
+        x = cutout(x, cfg.cutout, g)
+    target = F.one_hot(y, num_classes).to(x.dtype)
+    use_mix, use_cut = cfg.mixup > 0, cfg.cutmix > 0
+    if use_mix and use_cut:  # timm's switch: half the batches each
+        if torch.rand((), generator=g).item() < 0.5:
+            use_mix = False
+        else:
+            use_cut = False
+    if use_mix:
+        x, target, _ = mixup(x, target, cfg.mixup, g)
+    elif use_cut:
+        x, target, _ = cutmix(x, target, cfg.cutmix, g)
+    return x, target
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    *,
+    batch_size: int = 1000,
+    amp: str = "none",
+    channels_last: bool = False,
+    tta: bool = False,
+) -> dict[str, float]:
+    """Top-1 and top-5 accuracy and mean loss of ``model`` on uint8 ``images``."""
+    model.eval()
+    device = mean.device
+    correct1 = correct5 = 0
+    loss_sum = 0.0
+    for start in range(0, len(labels), batch_size):
+        x = _standardise(images[start : start + batch_size].to(device), mean, std, channels_last)
+        y = labels[start : start + batch_size].to(device)
+        with _autocast(device, amp):
+            logits = model(x).float()
+            if tta:
+                logits = (logits + model(x.flip(3)).float()) / 2
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += (top5[:, 0] == y).sum().item()
+        correct5 += (top5 == y[:, None]).any(dim=1).sum().item()
+    n = len(labels)
+    return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss_sum / n}
+
+
+def _standardise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    x = (x.float().div_(255) - mean[:, None, None]) / std[:, None, None]
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(ep, [r["train_loss"] for r in rows], "o-", label="train")
+    axes[0].plot(ep, [r["test_loss"] for r in rows], "o-", label="test")
+    axes[0].set(title="loss", xlabel="epoch", ylabel="cross-entropy")
+    axes[1].plot(ep, [100 * (1 - r["train_acc"]) for r in rows], "o-", label="train (augmented)")
+    axes[1].plot(ep, [100 * r["test_top1_err"] for r in rows], "o-", label="test top-1")
+    axes[1].plot(ep, [100 * r["test_top5_err"] for r in rows], "o-", label="test top-5")
+    axes[1].set(title="error", xlabel="epoch", ylabel="error (%)")
+    axes[2].plot(ep, [r["lr"] for r in rows], "o-")
+    axes[2].set(title="learning rate (end of epoch)", xlabel="epoch", ylabel="lr")
+    for ax in axes[:2]:
+        ax.legend()
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _write_summary_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _build_model(cfg: TrainConfig, data: DatasetTensors) -> nn.Module:
+    from cnnkit.layers.init import init_weights
+    from cnnkit.models.registry import create_model
+
+    c, h, w = data.image_shape
+    small = cfg.small_input if cfg.small_input is not None else min(h, w) < 64
+    kwargs: dict[str, Any] = {}
+    if cfg.norm is not None:
+        kwargs["norm_layer"] = cfg.norm
+    if cfg.act is not None:
+        kwargs["act_layer"] = cfg.act
+    if cfg.drop:
+        kwargs["drop_rate"] = cfg.drop
+    if cfg.drop_path:
+        kwargs["drop_path_rate"] = cfg.drop_path
+    try:
+        model = create_model(
+            cfg.model,
+            num_classes=data.num_classes,
+            in_chans=c,
+            small_input=small,
+            pretrained=cfg.pretrained,
+            **kwargs,
+        )
+    except TypeError as e:  # the architecture has no such ingredient
+        raise ValueError(f"{cfg.model} does not take {', '.join(kwargs) or 'these options'} ({e})") from e
+    min_size = int(getattr(model, "min_input_size", 1))
+    if min(h, w) < min_size:
+        hint = "" if small else "; add --small-input"
+        raise ValueError(
+            f"{cfg.model} needs inputs of at least {min_size}x{min_size}; {cfg.dataset} has {h}x{w}{hint}"
+        )
+    if cfg.init != "default":
+        init_weights(model, cfg.init)
+    return model
+
+
+def _iterate(steps: int, start: int, show: bool, desc: str) -> Iterator[int]:
+    if not show:
+        yield from range(start, steps)
+        return
+    from tqdm import tqdm
+
+    yield from tqdm(
+        range(start, steps),
+        initial=start,
+        total=steps,
+        desc=desc,
+        leave=False,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train ``cfg.model`` on ``cfg.dataset``; returns the contents of ``final.json``."""
+    resume_state: dict[str, Any] | None = None
+    if cfg.resume:
+        # the config is the run's own (cnnkit.train.config.resume_config); here only its state is read
+        resume_state = load_state(Path(cfg.resume) / "checkpoint.pt")
+        cfg.output = cfg.resume
+    validate_config(cfg)
+
+    rank, world, local_rank = _dist_env()
+    is_main = rank == 0
+    device = _resolve_device(cfg.device)
+    if world > 1:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    elif device.type == "cpu":
+        torch.set_num_threads(max(len(os.sched_getaffinity(0)) // world, 1))
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    out = _prepare_run_dir(cfg, is_main)
+    cfg.output = str(out)
+
+    data = load_dataset(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        train_subset=cfg.train_subset,
+        seed=cfg.seed,
+        image_size=cfg.image_size,
+    )
+    torch.manual_seed(cfg.seed)
+    model = _build_model(cfg, data)
+    mean, std = (t.to(device) for t in data.mean_std())
+    if resume_state is not None:
+        load_model_state(model, resume_state["model"], Path(cfg.resume or "") / "checkpoint.pt")
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    train_x, train_y = data.train_x.to(device), data.train_y.to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    batches = _Batches(len(train_y), cfg.batch_size, cfg.seed, rank, world)
+    steps_per_epoch = batches.steps
+    total_steps = steps_per_epoch * cfg.epochs
+    optimizer = build_optimizer(
+        model,
+        cfg.opt,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+        decay_norm_bias=cfg.decay_norm_bias,
+    )
+    schedule = Schedule(
+        cfg.sched,
+        total_steps,
+        steps_per_epoch,
+        warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
+        min_lr_ratio=cfg.min_lr / cfg.lr,
+        decay_epochs=cfg.decay_epochs,
+        milestones=tuple(cfg.decay_milestones),
+        decay_rate=cfg.decay_rate,
+    )
+    scheduler = build_scheduler(optimizer, schedule)
+    ema = None
+    if cfg.model_ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.model_ema_decay), use_buffers=True)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    ddp_model: nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    start_epoch, start_step, train_seconds = 0, 0, 0.0
+    history: list[dict[str, Any]] = []
+    aug_gen_state = None
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        scaler.load_state_dict(resume_state["scaler"])
+        if ema is not None and resume_state.get("ema") is not None:
+            ema.load_state_dict(resume_state["ema"])
+        torch.set_rng_state(resume_state["rng"]["torch"])
+        start_epoch, start_step = resume_state["epoch"], resume_state["step_in_epoch"]
+        train_seconds = resume_state["train_seconds"]
+        history = list(resume_state["history"])
+        aug_gen_state = resume_state["rng"].get("augment")
+
+    writer = None
+    if cfg.log == "tensorboard" and is_main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise ValueError(
+                "--log tensorboard needs the tensorboard package: pip install 'cnnkit[tensorboard]'"
+            ) from e
+        writer = SummaryWriter(str(out / "tb"))
+
+    if is_main:
+        (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+
+    def state_dict(epoch: int, step_in_epoch: int, gen: torch.Generator) -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "rng": {"torch": torch.get_rng_state(), "augment": gen.get_state()},
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "train_seconds": train_seconds,
+            "history": history,
+            "config": asdict(cfg),
+        }
+
+    meta = {
+        "model": cfg.model,
+        "num_classes": data.num_classes,
+        "in_chans": data.image_shape[0],
+        "small_input": bool(getattr(model, "small_input", False)),
+        "classes": data.classes,
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "image_size": data.image_shape[1],
+    }
+    show = is_main and (cfg.progress if cfg.progress is not None else sys.stderr.isatty())
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        order = batches.epoch(epoch)
+        gen = torch.Generator(device=device if device.type == "cuda" else "cpu")
+        if aug_gen_state is not None and epoch == start_epoch:
+            gen.set_state(aug_gen_state)
+        else:
+            gen.manual_seed(cfg.seed * 7919 + epoch * 104729 + rank)
+        first = start_step if epoch == start_epoch else 0
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen = 0
+        t0 = time.perf_counter()
+        for step in _iterate(steps_per_epoch, first, show, f"epoch {epoch + 1}/{cfg.epochs}"):
+            idx = order[step].to(device)
+            x = _standardise(train_x[idx], mean, std, cfg.channels_last)
+            x, target = _augment(x, train_y[idx], cfg, data.num_classes, gen)
+            with _autocast(device, cfg.amp):
+                logits = ddp_model(x)
+            loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), cfg.clip_grad if cfg.clip_grad else math.inf
+            )
+            global_step = epoch * steps_per_epoch + step
+            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                what = "loss" if not torch.isfinite(loss) else "gradient"
+                if cfg.on_nonfinite == "stop":
+                    raise TrainingError(
+                        f"non-finite {what} at epoch {epoch + 1}, step {step + 1} (global step {global_step + 1}); "
+                        "the last checkpoint is kept; lower --lr, add --clip-grad, or use --on-nonfinite skip"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.update()
+                scheduler.step()
+                continue
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == target.argmax(1)).sum()
+            seen += len(idx)
+            if (
+                cfg.checkpoint_every
+                and is_main
+                and (global_step + 1) % cfg.checkpoint_every == 0
+                and step + 1 < steps_per_epoch
+            ):
+                train_seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                save_state(out / "checkpoint.pt", state_dict(epoch, step + 1, gen))
+        epoch_seconds = time.perf_counter() - t0
+        train_seconds += epoch_seconds
+        t1 = time.perf_counter()
+        eval_model = ema.module if ema is not None else model
+        metrics = evaluate(
+            eval_model,
+            data.test_x,
+            data.test_y,
+            mean,
+            std,
+            amp=cfg.amp,
+            channels_last=cfg.channels_last,
+            tta=cfg.tta,
+        )
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum.item() / max(seen, 1),
+            "train_acc": correct.item() / max(seen, 1),
+            "test_loss": metrics["loss"],
+            "test_top1": metrics["top1"],
+            "test_top5": metrics["top5"],
+            "test_top1_err": 1 - metrics["top1"],
+            "test_top5_err": 1 - metrics["top5"],
+            "lr": optimizer.param_groups[0]["lr"],
+            "images_per_s": seen * world / max(epoch_seconds, 1e-9),
+            "epoch_seconds": epoch_seconds,
+            "eval_seconds": time.perf_counter() - t1,
+        }
+        history.append(row)
+        if is_main:
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if writer is not None:
+                for k, v in row.items():
+                    if k != "epoch":
+                        writer.add_scalar(k, v, epoch + 1)
+            save_state(out / "checkpoint.pt", state_dict(epoch + 1, 0, gen))
+            save_weights(out / "model.safetensors", eval_model, meta)
+            print(
+                f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  train acc {100 * row['train_acc']:.2f}%  "
+                f"test top-1 {100 * row['test_top1']:.2f}%  top-5 {100 * row['test_top5']:.2f}%  lr {row['lr']:.4g}  "
+                f"{row['images_per_s']:.0f} img/s  {epoch_seconds:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+    final = {
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "params": n_params,
+        "epochs": cfg.epochs,
+        "test_top1": history[-1]["test_top1"] if history else None,
+        "test_top5": history[-1]["test_top5"] if history else None,
+        "train_seconds": train_seconds,
+        "eval_seconds": sum(r["eval_seconds"] for r in history),
+        "run_dir": str(out),
+    }
+    if is_main and history:
+        _write_summary_csv(history, out / "summary.csv")
+        _plot_curves(history, out / "curves.png")
+        (out / "final.json").write_text(json.dumps(final, indent=2) + "\n")
+    if writer is not None:
+        writer.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return final
