@@ -35,7 +35,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         params = sum(p.numel() for p in model.parameters())
         info = get_model_info(name)
         rows.append((name, info.family, f"{params / 1e6:.2f}", info.torchvision or "-"))
-    header = ("model", "family", "params (M)", "torchvision")
+    header = ("model", "family", "params (M, 1000 classes)", "torchvision")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
         print(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -65,12 +66,17 @@ def _ensure_loaded() -> None:
 
 
 def list_models(pattern: str | None = None) -> list[str]:
-    """Sorted names of the registered models, filtered by an fnmatch ``pattern``."""
+    """Names of the registered models in natural order (resnet18 before resnet101), filtered by
+    an fnmatch ``pattern``."""
     _ensure_loaded()
-    names = sorted(_REGISTRY)
+    names = sorted(_REGISTRY, key=_natural_key)
     if pattern is not None:
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
     return names
+
+
+def _natural_key(name: str) -> list[int | str]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def get_model_info(name: str) -> ModelInfo:
