@@ -18,7 +18,7 @@ train: $(VENV)/.installed
 	$(VENV)/bin/cnnkit train
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests $(wildcard benchmarks)
 	$(VENV)/bin/mypy
 
 test: lint

@@ -136,3 +136,14 @@ def test_min_input_size_is_exact(name: str) -> None:
         model._forward_pre_hooks.clear()
         with pytest.raises(RuntimeError), torch.no_grad():
             model(torch.randn(1, 3, m - 1, m - 1))
+
+
+@pytest.mark.parametrize("name", _params("fx"))
+def test_fx_trace_matches_eager(name: str) -> None:
+    """Every model is a static graph that torch.fx can trace (no Python shape logic in forward:
+    the input check lives in a pre-hook), and the traced graph computes the same outputs."""
+    model = cnnkit.create_model(name, num_classes=10, in_chans=1, small_input=True).eval()
+    traced = torch.fx.symbolic_trace(model)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), _logits(model(x)))

@@ -36,6 +36,10 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.reshape(n, groups, c // groups, *rest).transpose(1, 2).reshape(n, c, *rest)
 
 
+# A leaf for torch.fx: the argument checks above read the shape, which a symbolic trace cannot.
+torch.fx.wrap("channel_shuffle")
+
+
 class ChannelShuffle(nn.Module):
     """Module form of :func:`channel_shuffle`; no parameters."""
 
