@@ -30,6 +30,15 @@ def _check_batch(x: torch.Tensor) -> None:
         raise ValueError(f"augmentations take a batch (N, C, H, W); got shape {tuple(x.shape)}")
 
 
+def _check_targets(x: torch.Tensor, y: torch.Tensor) -> None:
+    # Mixing integer class labels would silently produce garbage; the formula needs one-hot rows.
+    if y.dim() != 2 or y.shape[0] != x.shape[0] or not y.is_floating_point():
+        raise ValueError(
+            f"mixup/cutmix need float one-hot (or soft) targets of shape (N, K) with N = {x.shape[0]}; "
+            f"got {y.dtype} {tuple(y.shape)} (use F.one_hot(y, num_classes).float())"
+        )
+
+
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-sample random crop from the zero-padded batch: a translation by up to ``padding`` pixels."""
     _check_batch(x)
@@ -105,6 +114,7 @@ def mixup(
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Mixup of a batch with a shuffled copy of itself; ``y`` is one-hot (or soft) (N, K). Returns (x, y, lam)."""
     _check_batch(x)
+    _check_targets(x, y)
     if alpha <= 0:
         raise ValueError(f"mixup alpha must be > 0; got {alpha}")
     lam = _beta(alpha, generator)
@@ -118,6 +128,7 @@ def cutmix(
     """CutMix: one box per batch, of area (1 - lam) H W, from a shuffled copy; labels mixed by the
     box's actual (clipped) area. Returns (x, y, lam_actual)."""
     _check_batch(x)
+    _check_targets(x, y)
     if alpha <= 0:
         raise ValueError(f"cutmix alpha must be > 0; got {alpha}")
     n, _, h, w = x.shape

@@ -15,7 +15,13 @@ from cnnkit.data.sources import DatasetError, DatasetTensors
 
 __all__ = ["load_imagefolder"]
 
-_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# What torchvision.io.decode_image reads as a still image (it has no BMP or TIFF decoder); other
+# files in a class folder are skipped, as torchvision's ImageFolder skips unknown extensions.
+_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def _is_image(path: str) -> bool:
+    return path.lower().endswith(_EXTENSIONS)
 
 
 def _split(
@@ -33,14 +39,15 @@ def _split(
     empty = [
         d.name
         for d in sorted(folder.iterdir())
-        if d.is_dir() and not any(f.suffix.lower() in _EXTENSIONS for f in d.iterdir())
+        if d.is_dir() and not any(f.suffix.lower() in _EXTENSIONS and f.is_file() for f in d.rglob("*"))
     ]
     if empty:
         raise DatasetError(
-            f"{folder}: class folder(s) with no images: {', '.join(empty[:5])} (remove them or add images)"
+            f"{folder}: class folder(s) with no images ({'/'.join(_EXTENSIONS)}): {', '.join(empty[:5])} "
+            "(remove them or add images)"
         )
     try:
-        ds = ImageFolder(str(folder), allow_empty=False)
+        ds = ImageFolder(str(folder), is_valid_file=_is_image, allow_empty=False)
     except (FileNotFoundError, OSError) as e:
         raise DatasetError(f"{folder}: {e}") from e
     if classes is not None and ds.classes != classes:
@@ -58,7 +65,7 @@ def _split(
 
 def load_imagefolder(root: Path, *, image_size: int | None = None) -> DatasetTensors:
     """Load both splits of an ImageNet-layout folder, resized to ``image_size`` (default 64)."""
-    size = image_size or 64
+    size = 64 if image_size is None else image_size
     if size < 1:
         raise DatasetError(f"image size must be >= 1; got {size}")
     tx, ty, classes = _split(root, "train", size, None)

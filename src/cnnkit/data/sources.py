@@ -18,6 +18,7 @@ import difflib
 import gzip
 import hashlib
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,8 @@ _TORCHVISION_CLASS = {
     "cifar10": "CIFAR10",
     "cifar100": "CIFAR100",
 }
+# Debian's dataset packages install here; a module constant so tests can point it elsewhere.
+_SYSTEM_ROOT = Path("/usr/share/datasets")
 _INSTALL_HINT = {
     "fashion-mnist": "apt-get install dataset-fashion-mnist",
 }
@@ -124,13 +127,24 @@ class DatasetTensors:
 
 
 def search_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Folders searched for ``name``'s files, in order."""
+    """Folders searched for ``name``'s files, in order.
+
+    Each of ``data_dir`` and ``$CNNKIT_DATA`` is searched as ``root/name``, ``root`` and,
+    for torchvision's datasets, torchvision's own layout ``root/<Class>/raw`` (so a copy
+    torchvision downloaded is verified like any other); then the system copy, then the cache.
+    """
+    tv = _TORCHVISION_CLASS.get(name) if name in _DIGESTS else None  # IDX datasets only
     dirs: list[Path] = []
+    cache = Path.home() / ".cache" / "cnnkit"
     for root in (data_dir, os.environ.get("CNNKIT_DATA")):
         if root:
             dirs += [Path(root) / name, Path(root)]
-    dirs.append(Path("/usr/share/datasets") / name)
-    dirs.append(Path.home() / ".cache" / "cnnkit" / name)
+            if tv:
+                dirs.append(Path(root) / tv / "raw")
+    dirs.append(_SYSTEM_ROOT / name)
+    dirs.append(cache / name)
+    if tv:
+        dirs.append(cache / tv / "raw")
     return dirs
 
 
@@ -155,7 +169,18 @@ def _parse_idx(data: bytes, path: Path) -> torch.Tensor:
 
 def _read_verified(path: Path, algo: str, digest: str) -> bytes:
     raw = path.read_bytes()
-    content = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    try:
+        content = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except EOFError as e:
+        raise DatasetError(
+            f"{path}: truncated gzip file ({e}); delete it and reinstall or re-download"
+        ) from e
+    except (gzip.BadGzipFile, zlib.error) as e:
+        # gzip's own CRC-32 or the deflate stream failed: the file is corrupt.
+        raise DatasetError(
+            f"{path}: corrupt gzip file, checksum or stream check failed ({e}); "
+            "delete it and reinstall or re-download"
+        ) from e
     if algo == "sha256-content":
         got = hashlib.sha256(content).hexdigest()
     elif algo == "md5-gz" and path.suffix == ".gz":
@@ -186,7 +211,7 @@ def _load_idx(name: str, data_dir: str | os.PathLike[str] | None) -> DatasetTens
             raise DatasetError(f"{folder}: incomplete {name} copy, missing {', '.join(missing)}")
         try:
             arrays = {s: _parse_idx(_read_verified(p, *digests[s]), p) for s, p in found.items()}
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
+        except OSError as e:
             raise DatasetError(f"{folder}: cannot read {name} ({e}); delete the folder and reinstall") from e
         classes = FASHION_CLASSES if name == "fashion-mnist" else [str(i) for i in range(10)]
         return DatasetTensors(
@@ -209,16 +234,15 @@ def _load_torchvision(name: str, data_dir: str | os.PathLike[str] | None, downlo
     try:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
-    except RuntimeError as e:
+    except (RuntimeError, OSError) as e:
         hint = _INSTALL_HINT.get(name)
         where = f"install it with `{hint}`, or " if hint else ""
+        why = " ".join(str(e).split())  # torchvision's message spans lines; the error stays one line
+        # IDX files are searched for in several places; torchvision's own formats only under its root
+        looked = search_dirs(name, data_dir) if name in _DIGESTS else [root]
         raise DatasetError(
-            f"{name} not found ({e}); {where}put the original files in --data-dir or $CNNKIT_DATA "
-            f"(searched {', '.join(str(d) for d in search_dirs(name, data_dir))})"
-        ) from e
-    except OSError as e:
-        raise DatasetError(
-            f"{name}: download failed ({e}); put the original files in --data-dir or $CNNKIT_DATA"
+            f"{name} not found: {where}put the original files in --data-dir or $CNNKIT_DATA "
+            f"(searched {', '.join(str(d) for d in looked)}; {why})"
         ) from e
 
     def as_tensor(ds: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,7 +285,12 @@ def synthetic(
 ) -> DatasetTensors:
     """A deterministic, learnable dataset for tests: each class is a fixed random
     low-frequency pattern, each image that pattern plus noise and a random shift."""
-    size = image_size or 28
+    size = 28 if image_size is None else image_size
+    if size < 1 or num_train < 1 or num_test < 1 or num_classes < 1 or channels < 1:
+        raise DatasetError(
+            "synthetic data needs image_size, num_train, num_test, num_classes and channels >= 1; got "
+            f"{size}, {num_train}, {num_test}, {num_classes}, {channels}"
+        )
     g = torch.Generator().manual_seed(1234)
     protos = torch.nn.functional.interpolate(
         torch.rand(num_classes, channels, 7, 7, generator=g), size=(size, size), mode="bilinear"

@@ -19,7 +19,15 @@ from typing import Any
 
 import yaml
 
-__all__ = ["RECIPES", "TrainConfig", "add_train_args", "config_from_args", "load_config", "resume_config"]
+__all__ = [
+    "RECIPES",
+    "TrainConfig",
+    "add_train_args",
+    "config_from_args",
+    "load_config",
+    "parse_kwargs",
+    "resume_config",
+]
 
 
 @dataclass
@@ -45,7 +53,16 @@ class TrainConfig:
     small_input: bool | None = field(
         default=None, metadata={"help": "small-image stem; default: on for inputs under 64 px"}
     )
+    test_subset: int | None = field(
+        default=None, metadata={"help": "evaluate on a fixed, seeded subset of N test images (quick runs)"}
+    )
     pretrained: bool = field(default=False, metadata={"help": "start from torchvision's ImageNet weights"})
+    model_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "extra model arguments as KEY=VALUE (timm's --model-kwargs), e.g. widths=[16,32,64]"
+        },
+    )
     # model ingredients
     norm: str | None = field(
         default=None, metadata={"help": "norm layer: batch, layer, instance, group, none"}
@@ -129,14 +146,53 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 def _field_type(f: dataclasses.Field[Any]) -> tuple[type, bool]:
-    """The scalar type of a field and whether it is a list."""
+    """The scalar type of a field (``dict`` for mappings) and whether it is a list."""
     hints = typing.get_type_hints(TrainConfig)
     t = hints[f.name]
     if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
         t = next(a for a in typing.get_args(t) if a is not type(None))
     if typing.get_origin(t) is list:
         return typing.get_args(t)[0], True
+    if typing.get_origin(t) is dict:
+        return dict, False
     return t, False
+
+
+def _optional(f: dataclasses.Field[Any]) -> bool:
+    t = typing.get_type_hints(TrainConfig)[f.name]
+    return type(None) in typing.get_args(t)
+
+
+def parse_kwargs(items: list[str]) -> dict[str, Any]:
+    """``["widths=[16,32,64]", "stem_width=16"]`` -> ``{"widths": [16, 32, 64], "stem_width": 16}``.
+
+    Values are read as YAML scalars and lists (``yaml.safe_load``: plain data, never code).
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--model-kwargs takes KEY=VALUE pairs; got {item!r}")
+        try:
+            out[key] = yaml.safe_load(value) if value else None
+        except yaml.YAMLError as e:
+            raise ValueError(f"--model-kwargs {key}: cannot read {value!r} ({str(e).splitlines()[0]})") from e
+    return out
+
+
+class _KeyValueAction(argparse.Action):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | typing.Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        items = [values] if isinstance(values, str) else list(values or [])
+        try:
+            setattr(namespace, self.dest, parse_kwargs(items))
+        except ValueError as e:
+            parser.error(str(e))
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
@@ -150,6 +206,15 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
         if kind is bool:
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_
+            )
+        elif kind is dict:
+            parser.add_argument(
+                flag,
+                nargs="*",
+                action=_KeyValueAction,
+                metavar="KEY=VALUE",
+                default=argparse.SUPPRESS,
+                help=help_,
             )
         else:
             parser.add_argument(
@@ -169,6 +234,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{p} must hold a mapping of option: value; got {type(data).__name__}")
     _check_keys(data, str(p))
+    _check_types(data, str(p))
     return data
 
 
@@ -179,6 +245,31 @@ def _check_keys(data: dict[str, Any], where: str) -> None:
             close = difflib.get_close_matches(key, names, n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ValueError(f"{where}: unknown option {key!r}{hint}")
+
+
+def _check_types(data: dict[str, Any], where: str) -> None:
+    """YAML values must have their field's type (an int is accepted for a float), so that a
+    quoted number or a list in the wrong place fails here, not inside a training step."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for key, value in data.items():
+        f = fields[key]
+        kind, is_list = _field_type(f)
+        if value is None and _optional(f):
+            continue
+
+        def ok(v: Any, kind: type = kind) -> bool:
+            if kind is float:
+                return isinstance(v, int | float) and not isinstance(v, bool)
+            if kind is int:
+                return isinstance(v, int) and not isinstance(v, bool)
+            return isinstance(v, kind)
+
+        good = isinstance(value, list) and all(ok(v) for v in value) if is_list else ok(value)
+        if not good:
+            want = (
+                f"a list of {kind.__name__}" if is_list else ("a mapping" if kind is dict else kind.__name__)
+            )
+            raise ValueError(f"{where}: {key} must be {want}; got {value!r}")
 
 
 def config_from_args(args: argparse.Namespace | dict[str, Any]) -> TrainConfig:
@@ -199,7 +290,10 @@ def config_from_args(args: argparse.Namespace | dict[str, Any]) -> TrainConfig:
         merged.update(RECIPES[recipe])
     merged.update(from_yaml)
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    merged.update({k: v for k, v in given.items() if k in names})
+    flags = {k: v for k, v in given.items() if k in names}
+    if "model_kwargs" in flags:  # per key: flags override the file's entries, others stay
+        flags["model_kwargs"] = {**merged.get("model_kwargs", {}), **flags["model_kwargs"]}
+    merged.update(flags)
     _check_keys(merged, "config")
     return TrainConfig(**merged)
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from cnnkit.data.augment import cutmix, cutout, mixup, random_crop, random_flip
 from cnnkit.data.sources import DatasetTensors, check_dataset_name, load_dataset
-from cnnkit.train.checkpoint import load_model_state, load_state, save_state, save_weights
+from cnnkit.train.checkpoint import atomic_write, load_model_state, load_state, save_state, save_weights
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.optim import OPTIMIZERS, build_optimizer
 from cnnkit.train.schedule import SCHEDULES, Schedule, build_scheduler
@@ -71,8 +71,18 @@ def validate_config(cfg: TrainConfig) -> None:
     ):
         if v < 0:
             raise ValueError(f"{name} must be >= 0; got {v}")
-    if cfg.train_subset is not None and cfg.train_subset < 1:
-        raise ValueError(f"--train-subset must be >= 1; got {cfg.train_subset}")
+    for name, n in (
+        ("--train-subset", cfg.train_subset),
+        ("--test-subset", cfg.test_subset),
+        ("--image-size", cfg.image_size),
+        ("--threads", cfg.threads),
+    ):
+        if n is not None and n < 1:
+            raise ValueError(f"{name} must be >= 1; got {n}")
+    if cfg.checkpoint_every < 0:
+        raise ValueError(f"--checkpoint-every must be >= 0 (0: each epoch only); got {cfg.checkpoint_every}")
+    if cfg.clip_grad is not None and not cfg.clip_grad > 0:
+        raise ValueError(f"--clip-grad must be > 0; got {cfg.clip_grad}")
     if cfg.warmup_epochs >= cfg.epochs and cfg.warmup_epochs > 0:
         raise ValueError(
             f"--warmup-epochs ({cfg.warmup_epochs}) must be shorter than --epochs ({cfg.epochs})"
@@ -99,6 +109,45 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--log must be tensorboard; got {cfg.log!r}")
     if not 0 < cfg.model_ema_decay < 1:
         raise ValueError(f"--model-ema-decay must be in (0, 1); got {cfg.model_ema_decay}")
+    _check_model_args(cfg)
+
+
+def _model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The model's constructor arguments beyond the data-given ones (classes, channels, stem)."""
+    kwargs: dict[str, Any] = {}
+    if cfg.norm is not None:
+        kwargs["norm_layer"] = cfg.norm
+    if cfg.act is not None:
+        kwargs["act_layer"] = cfg.act
+    if cfg.drop:
+        kwargs["drop_rate"] = cfg.drop
+    if cfg.drop_path:
+        kwargs["drop_path_rate"] = cfg.drop_path
+    for key, value in cfg.model_kwargs.items():
+        if key in kwargs or key in ("num_classes", "in_chans", "small_input", "pretrained"):
+            raise ValueError(
+                f"--model-kwargs {key}=... duplicates a trainer option; set it with its own flag "
+                "(--norm, --act, --drop, --drop-path, --small-input, --pretrained)"
+            )
+        kwargs[key] = value
+    return kwargs
+
+
+def _check_model_args(cfg: TrainConfig) -> None:
+    """Build the model on the meta device (no memory, no data) so that an option the
+    architecture does not take fails now rather than after the dataset is loaded."""
+    from cnnkit.models.registry import create_model
+
+    kwargs = _model_kwargs(cfg)
+    if not kwargs:
+        return
+    try:
+        with torch.device("meta"):
+            create_model(cfg.model, small_input=bool(cfg.small_input), **kwargs)
+    except TypeError as e:
+        raise ValueError(f"{cfg.model} does not take {', '.join(kwargs)} ({e})") from e
+    except (RuntimeError, NotImplementedError):
+        return  # the model's init needs real tensors; the real build reports any problem
 
 
 # ---------------------------------------------------------------- machine and run folder
@@ -119,7 +168,7 @@ def _dist_env() -> tuple[int, int, int]:
     )
 
 
-def _prepare_run_dir(cfg: TrainConfig, is_main: bool) -> Path:
+def _prepare_run_dir(cfg: TrainConfig, is_main: bool, resuming: bool) -> Path:
     out = (
         Path(cfg.output)
         if cfg.output
@@ -127,6 +176,10 @@ def _prepare_run_dir(cfg: TrainConfig, is_main: bool) -> Path:
     )
     if not is_main:
         return out
+    if not resuming and (out / "checkpoint.pt").exists():
+        raise ValueError(
+            f"{out} already holds a run (checkpoint.pt); continue it with --resume {out} or choose another --output"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -273,10 +326,14 @@ def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def _write_summary_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            # rows of runs resumed across versions may differ in keys: the union, in first-seen order
+            w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(path, write)
 
 
 # ---------------------------------------------------------------- the loop
@@ -288,15 +345,7 @@ def _build_model(cfg: TrainConfig, data: DatasetTensors) -> nn.Module:
 
     c, h, w = data.image_shape
     small = cfg.small_input if cfg.small_input is not None else min(h, w) < 64
-    kwargs: dict[str, Any] = {}
-    if cfg.norm is not None:
-        kwargs["norm_layer"] = cfg.norm
-    if cfg.act is not None:
-        kwargs["act_layer"] = cfg.act
-    if cfg.drop:
-        kwargs["drop_rate"] = cfg.drop
-    if cfg.drop_path:
-        kwargs["drop_path_rate"] = cfg.drop_path
+    kwargs = _model_kwargs(cfg)
     try:
         model = create_model(
             cfg.model,
@@ -337,12 +386,28 @@ def _iterate(steps: int, start: int, show: bool, desc: str) -> Iterator[int]:
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train ``cfg.model`` on ``cfg.dataset``; returns the contents of ``final.json``."""
+    """Train ``cfg.model`` on ``cfg.dataset``; returns the contents of ``final.json``.
+
+    The process-wide settings it changes (intra-op threads, deterministic mode, a process
+    group it created) are restored when it returns or raises.
+    """
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(torch.set_num_threads, threads)
+        cleanup.callback(torch.use_deterministic_algorithms, deterministic)
+        return _train(cfg, cleanup)
+    raise AssertionError("unreachable")  # pragma: no cover (ExitStack does not swallow exceptions)
+
+
+def _train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> dict[str, Any]:
     resume_state: dict[str, Any] | None = None
     if cfg.resume:
         # the config is the run's own (cnnkit.train.config.resume_config); here only its state is read
-        resume_state = load_state(Path(cfg.resume) / "checkpoint.pt")
         cfg.output = cfg.resume
+        ckpt = Path(cfg.resume) / "checkpoint.pt"
+        if ckpt.exists():
+            resume_state = load_state(ckpt)
+        # else the run was stopped before its first checkpoint: it starts over from its config
     validate_config(cfg)
 
     rank, world, local_rank = _dist_env()
@@ -356,14 +421,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            cleanup.callback(dist.destroy_process_group)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     elif device.type == "cpu":
         torch.set_num_threads(max(len(os.sched_getaffinity(0)) // world, 1))
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
-    out = _prepare_run_dir(cfg, is_main)
+    out = _prepare_run_dir(cfg, is_main, resuming=bool(cfg.resume))
     cfg.output = str(out)
+    if is_main and cfg.resume and resume_state is None:
+        print(f"{out}: no checkpoint yet; training from the start", file=sys.stderr)
 
     data = load_dataset(
         cfg.dataset,
@@ -372,6 +440,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         seed=cfg.seed,
         image_size=cfg.image_size,
     )
+    if cfg.test_subset is not None:
+        if cfg.test_subset > len(data.test_y):
+            raise ValueError(
+                f"--test-subset must be in 1..{len(data.test_y)} for {cfg.dataset}; got {cfg.test_subset}"
+            )
+        # one fixed subset whatever --seed is, so runs with different seeds are compared on the same images
+        keep = torch.randperm(len(data.test_y), generator=torch.Generator().manual_seed(0))[: cfg.test_subset]
+        data.test_x, data.test_y = data.test_x[keep], data.test_y[keep]
     torch.manual_seed(cfg.seed)
     model = _build_model(cfg, data)
     mean, std = (t.to(device) for t in data.mean_std())
@@ -422,18 +498,27 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     start_epoch, start_step, train_seconds = 0, 0, 0.0
     history: list[dict[str, Any]] = []
-    aug_gen_state = None
+    aug_gen_state: torch.Tensor | None = None
+    resumed_sums: torch.Tensor | None = None
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
+        _restore_scheduler(scheduler, resume_state["scheduler"], schedule, cfg.lr)
         scaler.load_state_dict(resume_state["scaler"])
         if ema is not None and resume_state.get("ema") is not None:
             ema.load_state_dict(resume_state["ema"])
-        torch.set_rng_state(resume_state["rng"]["torch"])
+        rng = resume_state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if device.type == "cuda" and rng.get("cuda") is not None:
+            torch.cuda.set_rng_state(rng["cuda"], device)
         start_epoch, start_step = resume_state["epoch"], resume_state["step_in_epoch"]
         train_seconds = resume_state["train_seconds"]
         history = list(resume_state["history"])
-        aug_gen_state = resume_state["rng"].get("augment")
+        aug = rng.get("augment")
+        aug_states = [aug] if isinstance(aug, torch.Tensor) else aug
+        if start_step > 0 and aug_states and len(aug_states) == world:
+            aug_gen_state = aug_states[rank]  # mid-epoch: continue this rank's augmentation stream
+        if start_step > 0 and is_main and resume_state.get("epoch_sums") is not None:
+            resumed_sums = resume_state["epoch_sums"].to(device)
 
     writer = None
     if cfg.log == "tensorboard" and is_main:
@@ -444,20 +529,51 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 "--log tensorboard needs the tensorboard package: pip install 'cnnkit[tensorboard]'"
             ) from e
         writer = SummaryWriter(str(out / "tb"))
+        cleanup.callback(writer.close)
 
     if is_main:
-        (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+        _write_text(out / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False))
+        # the checkpoint's history is the record: a kill between a checkpoint and the
+        # metrics line (or a half-written line) is repaired here
+        _write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
 
-    def state_dict(epoch: int, step_in_epoch: int, gen: torch.Generator) -> dict[str, Any]:
+    def aug_states_of_all_ranks(gen: torch.Generator) -> list[torch.Tensor]:
+        """Each rank's augmentation RNG state (ranks are seeded apart), gathered for rank 0 to save."""
+        if world == 1:
+            return [gen.get_state()]
+        import torch.distributed as dist
+
+        states: list[Any] = [None] * world
+        dist.all_gather_object(states, gen.get_state())
+        return states
+
+    def check_finite_weights(where: str) -> None:
+        for name, t in model.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise TrainingError(
+                    f"weight {name} became non-finite {where}; the last checkpoint is kept; "
+                    "lower --lr or add --clip-grad"
+                )
+
+    def state_dict(
+        epoch: int, step_in_epoch: int, aug_states: list[torch.Tensor] | None, sums: torch.Tensor | None
+    ) -> dict[str, Any]:
+        sched_state = scheduler.state_dict()
+        # the schedule is rebuilt from the config on resume (where --epochs may have grown)
+        sched_state["lr_lambdas"] = [None] * len(sched_state["lr_lambdas"])
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "augment": aug_states}
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
         return {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            "scheduler": sched_state,
             "scaler": scaler.state_dict(),
             "ema": ema.state_dict() if ema is not None else None,
-            "rng": {"torch": torch.get_rng_state(), "augment": gen.get_state()},
+            "rng": rng,
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
+            "epoch_sums": sums.cpu() if sums is not None else None,
             "train_seconds": train_seconds,
             "history": history,
             "config": asdict(cfg),
@@ -465,6 +581,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     meta = {
         "model": cfg.model,
+        "model_kwargs": _model_kwargs(cfg),
         "num_classes": data.num_classes,
         "in_chans": data.image_shape[0],
         "small_input": bool(getattr(model, "small_input", False)),
@@ -478,15 +595,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model.train()
         order = batches.epoch(epoch)
         gen = torch.Generator(device=device if device.type == "cuda" else "cpu")
+        first = start_step if epoch == start_epoch else 0
         if aug_gen_state is not None and epoch == start_epoch:
             gen.set_state(aug_gen_state)
         else:
             gen.manual_seed(cfg.seed * 7919 + epoch * 104729 + rank)
-        first = start_step if epoch == start_epoch else 0
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        seen = 0
-        t0 = time.perf_counter()
+        # this rank's [sum of loss * n, correct, samples]; a mid-epoch resume starts from the saved (global) sums
+        sums = torch.zeros(3, dtype=torch.float64, device=device)
+        if resumed_sums is not None and epoch == start_epoch:
+            sums += resumed_sums
+        seen_here, skipped = 0, 0
+        t_epoch = t_mark = time.perf_counter()
         for step in _iterate(steps_per_epoch, first, show, f"epoch {epoch + 1}/{cfg.epochs}"):
             idx = order[step].to(device)
             x = _standardise(train_x[idx], mean, std, cfg.channels_last)
@@ -501,36 +620,44 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 model.parameters(), cfg.clip_grad if cfg.clip_grad else math.inf
             )
             global_step = epoch * steps_per_epoch + step
-            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-                what = "loss" if not torch.isfinite(loss) else "gradient"
+            finite_loss, finite_grad = bool(torch.isfinite(loss)), bool(torch.isfinite(grad_norm))
+            # with fp16 an overflowing gradient is the scaler's business: it skips the step and lowers its scale
+            if finite_loss and (finite_grad or scaler.is_enabled()):
+                scaler.step(optimizer)
+                if ema is not None:
+                    ema.update_parameters(model)
+                sums[0] += loss.detach() * len(idx)
+                sums[1] += (logits.argmax(1) == target.argmax(1)).sum()
+                sums[2] += len(idx)
+            else:
+                what = "loss" if not finite_loss else "gradient"
                 if cfg.on_nonfinite == "stop":
                     raise TrainingError(
                         f"non-finite {what} at epoch {epoch + 1}, step {step + 1} (global step {global_step + 1}); "
                         "the last checkpoint is kept; lower --lr, add --clip-grad, or use --on-nonfinite skip"
                     )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.update()
-                scheduler.step()
-                continue
-            scaler.step(optimizer)
+                skipped += 1
             scaler.update()
             scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.argmax(1) == target.argmax(1)).sum()
-            seen += len(idx)
+            seen_here += len(idx)
             if (
                 cfg.checkpoint_every
-                and is_main
                 and (global_step + 1) % cfg.checkpoint_every == 0
                 and step + 1 < steps_per_epoch
             ):
-                train_seconds += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                save_state(out / "checkpoint.pt", state_dict(epoch, step + 1, gen))
-        epoch_seconds = time.perf_counter() - t0
-        train_seconds += epoch_seconds
+                check_finite_weights(f"after global step {global_step + 1}")
+                now = time.perf_counter()
+                train_seconds += now - t_mark
+                t_mark = now
+                aug_states = aug_states_of_all_ranks(gen)
+                global_sums = _all_reduce(sums.clone(), world)
+                if is_main:
+                    save_state(out / "checkpoint.pt", state_dict(epoch, step + 1, aug_states, global_sums))
+        now = time.perf_counter()
+        train_seconds += now - t_mark
+        epoch_seconds = now - t_epoch
+        sums = _all_reduce(sums, world)
+        check_finite_weights(f"in epoch {epoch + 1}")
         t1 = time.perf_counter()
         eval_model = ema.module if ema is not None else model
         metrics = evaluate(
@@ -539,34 +666,38 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             data.test_y,
             mean,
             std,
+            batch_size=256,
             amp=cfg.amp,
             channels_last=cfg.channels_last,
             tta=cfg.tta,
         )
+        seen = max(float(sums[2]), 1.0)
         row = {
             "epoch": epoch + 1,
-            "train_loss": loss_sum.item() / max(seen, 1),
-            "train_acc": correct.item() / max(seen, 1),
+            "train_loss": float(sums[0]) / seen,
+            "train_acc": float(sums[1]) / seen,
             "test_loss": metrics["loss"],
             "test_top1": metrics["top1"],
             "test_top5": metrics["top5"],
             "test_top1_err": 1 - metrics["top1"],
             "test_top5_err": 1 - metrics["top5"],
             "lr": optimizer.param_groups[0]["lr"],
-            "images_per_s": seen * world / max(epoch_seconds, 1e-9),
+            "images_per_s": seen_here * world / max(epoch_seconds, 1e-9),
             "epoch_seconds": epoch_seconds,
             "eval_seconds": time.perf_counter() - t1,
+            "nonfinite_skipped": skipped,
         }
         history.append(row)
         if is_main:
+            # checkpoint first: metrics.jsonl is rewritten from its history on resume
+            save_state(out / "checkpoint.pt", state_dict(epoch + 1, 0, None, None))
+            save_weights(out / "model.safetensors", eval_model, meta)
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
             if writer is not None:
                 for k, v in row.items():
                     if k != "epoch":
                         writer.add_scalar(k, v, epoch + 1)
-            save_state(out / "checkpoint.pt", state_dict(epoch + 1, 0, gen))
-            save_weights(out / "model.safetensors", eval_model, meta)
             print(
                 f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  train acc {100 * row['train_acc']:.2f}%  "
                 f"test top-1 {100 * row['test_top1']:.2f}%  top-5 {100 * row['test_top5']:.2f}%  lr {row['lr']:.4g}  "
@@ -588,12 +719,45 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if is_main and history:
         _write_summary_csv(history, out / "summary.csv")
         _plot_curves(history, out / "curves.png")
-        (out / "final.json").write_text(json.dumps(final, indent=2) + "\n")
-    if writer is not None:
-        writer.close()
+        _write_text(out / "final.json", json.dumps(final, indent=2) + "\n")
     if world > 1:
         import torch.distributed as dist
 
-        dist.barrier()
-        dist.destroy_process_group()
+        dist.barrier()  # no rank leaves (and tears the group down) before rank 0 has written
     return final
+
+
+def _restore_scheduler(
+    scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict[str, Any], schedule: Schedule, lr: float
+) -> None:
+    """Load the step count from ``state`` but keep this run's schedule and peak rate.
+
+    ``LambdaLR.load_state_dict`` would copy the saved schedule's fields (its total steps)
+    over the new one, so a run resumed with a larger ``--epochs`` would keep the old
+    cosine and sit at its floor. The rate of the next step is recomputed with the
+    scheduler's own formula, ``base_lr * lambda(last_epoch)``: the same float when nothing
+    changed, so resuming stays bitwise exact.
+    """
+    n = len(scheduler.optimizer.param_groups)
+    scheduler.load_state_dict({**state, "lr_lambdas": [None] * n})
+    scheduler.lr_lambdas = [schedule] * n
+    scheduler.base_lrs = [lr] * n
+    for group in scheduler.optimizer.param_groups:
+        group["initial_lr"] = lr
+        group["lr"] = lr * schedule(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+
+
+def _all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+    return t
+
+
+def _write_text(path: Path, text: str) -> None:
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+
+    atomic_write(path, write)

@@ -6,6 +6,7 @@ timm's default: decaying them only pulls BN's gamma to zero).
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import torch
@@ -14,19 +15,34 @@ from torch import nn
 __all__ = ["OPTIMIZERS", "build_optimizer", "param_groups"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm, nn.RMSNorm)
+
+
+def _no_decay_ids(model: nn.Module) -> set[int]:
+    """Ids of the parameters that weight decay skips: every parameter of a normalisation layer
+    (whatever its shape: ``nn.LayerNorm([C, H, W])`` has a 3-D scale), every ``bias``, and any
+    other tensor of at most one dimension (timm's rule)."""
+    skip: set[int] = set()
+    for module in model.modules():
+        is_norm = isinstance(module, _NORM_TYPES)
+        for pname, p in module.named_parameters(recurse=False):
+            if is_norm or pname == "bias" or p.ndim <= 1:
+                skip.add(id(p))
+    return skip
 
 
 def param_groups(
     model: nn.Module, weight_decay: float, decay_norm_bias: bool = False
 ) -> list[dict[str, Any]]:
-    """Two groups: tensors that decay (conv/linear weights) and those that don't (1-D: biases, norm scales)."""
+    """Two groups: tensors that decay (conv/linear weights) and those that don't (biases, norm scales)."""
     if decay_norm_bias:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+    skip = _no_decay_ids(model)
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+            (no_decay if id(p) in skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -41,6 +57,17 @@ def build_optimizer(
     decay_norm_bias: bool = False,
 ) -> torch.optim.Optimizer:
     """``torch.optim``'s SGD/Adam/AdamW over :func:`param_groups`."""
+    if name not in OPTIMIZERS:
+        close = difflib.get_close_matches(name, OPTIMIZERS, n=2)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown optimizer {name!r}{hint}; choose from {', '.join(OPTIMIZERS)}")
+    # Checked here because torch does not check a weight decay given per parameter group.
+    if not lr > 0:
+        raise ValueError(f"learning rate must be > 0; got {lr} (--lr)")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum (Adam's beta1) must be in [0, 1); got {momentum} (--momentum)")
+    if not weight_decay >= 0:
+        raise ValueError(f"weight decay must be >= 0; got {weight_decay} (--weight-decay)")
     groups = param_groups(model, weight_decay, decay_norm_bias)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)

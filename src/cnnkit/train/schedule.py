@@ -50,9 +50,15 @@ class Schedule:
             raise ValueError(
                 f"schedule needs total_steps and steps_per_epoch >= 1; got {self.total_steps}, {self.steps_per_epoch}"
             )
-        if not 0 <= self.warmup_steps < max(self.total_steps, 1) + 1:
+        if not 0 <= self.warmup_steps <= self.total_steps:
             raise ValueError(
-                f"warmup ({self.warmup_steps} steps) must be shorter than the run ({self.total_steps} steps)"
+                f"warmup ({self.warmup_steps} steps) must be in 0..{self.total_steps}, the run's length "
+                "(shorten --warmup-epochs)"
+            )
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(
+                f"the floor eta_T must lie between 0 and the peak rate eta_0; got eta_T/eta_0 = "
+                f"{self.min_lr_ratio} (check --min-lr against --lr)"
             )
         if self.name == "step" and self.decay_epochs <= 0:
             raise ValueError(f"step schedule needs decay_epochs > 0; got {self.decay_epochs}")
