@@ -18,6 +18,9 @@ _LAZY = {
     "get_model_info": "cnnkit.models.registry",
     "load_torchvision_weights": "cnnkit.models.registry",
     "register_model": "cnnkit.models.registry",
+    "summarize": "cnnkit.analysis",
+    "compare": "cnnkit.analysis",
+    "ModelSummary": "cnnkit.analysis",
 }
 
 __all__ = ["__version__", *_LAZY]

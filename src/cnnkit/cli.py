@@ -18,9 +18,8 @@ __all__ = ["build_parser", "main"]
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    import torch
-
-    from cnnkit.models.registry import create_model, get_model_info, list_models
+    from cnnkit.analysis.cli_support import model_stats
+    from cnnkit.models.registry import get_model_info, list_models
 
     names = list_models(args.pattern)
     if not names:
@@ -30,18 +29,20 @@ def _cmd_models(args: argparse.Namespace) -> int:
         return 1
     rows = []
     for name in names:
-        with torch.device("meta"):  # structure only: no weight is allocated
-            model = create_model(name)
-        params = sum(p.numel() for p in model.parameters())
+        params, mult_adds = model_stats(name)  # traced on the meta device: no weight is allocated
         info = get_model_info(name)
-        rows.append((name, info.family, f"{params / 1e6:.2f}", info.torchvision or "-"))
-    header = ("model", "family", "params (M, 1000 classes)", "torchvision")
+        rows.append(
+            (name, info.family, f"{params / 1e6:.2f}", f"{mult_adds / 1e6:,.0f}", info.torchvision or "-")
+        )
+    header = ("model", "family", "params (M)", "mult-adds (M)", "torchvision")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    print("1000 classes, 3x224x224 input; mult-adds per image (FLOPs = 2 x mult-adds)")
     for r in [header, *rows]:
         print(
             "  ".join(
-                c.rjust(w) if i == 2 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
+                c.rjust(w) if i in (2, 3) else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            ).rstrip()
         )
     return 0
 
@@ -211,7 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'resnet*'")
     p.set_defaults(func=_cmd_models)
 
+    from cnnkit.analysis.cli_support import add_analysis_commands  # argparse only; no torch
     from cnnkit.train.config import add_train_args
+
+    add_analysis_commands(sub)
 
     p = sub.add_parser("train", help="train a zoo model (default: fmnet on Fashion-MNIST)")
     add_train_args(p)

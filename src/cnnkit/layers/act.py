@@ -62,7 +62,9 @@ class Sine(nn.Module):
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,
-    "relu": nn.ReLU,
+    # in place, as torchvision's nets: saves one activation per layer; autograd raises if a
+    # caller needs the input afterwards, so this can never silently give a wrong gradient
+    "relu": partial(nn.ReLU, inplace=True),
     "leaky_relu": partial(nn.LeakyReLU, negative_slope=0.01),
     "prelu": nn.PReLU,
     "softplus": nn.Softplus,

@@ -53,12 +53,12 @@ class FMNet(nn.Module):
 
     def __init__(
         self,
-        widths: Sequence[int] = (64, 128, 256),
+        widths: Sequence[int] = (32, 64, 128),
         *,
         num_classes: int = 10,
         in_chans: int = 1,
         small_input: bool = True,
-        stem_width: int = 32,
+        stem_width: int = 16,
         norm_layer: str | Callable[[int], nn.Module] = "batch",
         act_layer: str | Callable[[], nn.Module] = "gelu",
         drop_rate: float = 0.0,
@@ -92,7 +92,7 @@ class FMNet(nn.Module):
 
 @register_model()
 def fmnet(*, num_classes: int = 10, in_chans: int = 1, small_input: bool = True, **kwargs: Any) -> FMNet:
-    """cnnkit's default Fashion-MNIST net (widths 64/128/256, about 1.2M parameters).
+    """cnnkit's default Fashion-MNIST net (stem 16, widths 32/64/128: 0.29M parameters, 15.8M mult-adds at 28x28).
 
     The input size is free from 8x8 up; ``small_input`` is accepted for the zoo's
     common interface and changes nothing (the net is built for small images).
