@@ -11,7 +11,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 __all__ = ["build_parser", "main"]
@@ -54,7 +53,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "debug")}
     cfg = resume_config(given["resume"], given) if given.get("resume") else config_from_args(given)
     final = train(cfg)
-    if final.get("test_top1") is not None:
+    if final.get("test_top1") is not None and int(os.environ.get("RANK", "0")) == 0:
         print(
             f"{final['model']} on {final['dataset']}: test top-1 {100 * final['test_top1']:.2f}%, "
             f"top-5 {100 * final['test_top5']:.2f}% after {final['epochs']} epochs, "
@@ -64,28 +63,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_run(run_dir: str) -> tuple[Any, dict[str, Any]]:
-    """Rebuild a trained model from its run folder's ``model.safetensors`` (no code is loaded)."""
-    import torch
+    from cnnkit.train.checkpoint import load_run
 
-    from cnnkit.models.registry import create_model
-    from cnnkit.train.checkpoint import load_model_state, load_weights
-
-    path = Path(run_dir)
-    weights = path / "model.safetensors" if path.is_dir() else path
-    state, meta = load_weights(weights)
-    for key in ("model", "num_classes", "in_chans", "mean", "std"):
-        if key not in meta:
-            raise ValueError(f"{weights}: no {key!r} in its metadata; not written by `cnnkit train`")
-    with torch.device("meta"):
-        model = create_model(
-            meta["model"],
-            num_classes=meta["num_classes"],
-            in_chans=meta["in_chans"],
-            small_input=meta.get("small_input", False),
-        )
-    model.to_empty(device="cpu")
-    load_model_state(model, state, weights)
-    return model.eval(), meta
+    return load_run(run_dir)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -95,7 +75,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from cnnkit.train.loop import evaluate
 
     model, meta = _load_run(args.checkpoint)
-    data = load_dataset(args.dataset, data_dir=args.data_dir)
+    data = load_dataset(args.dataset, data_dir=args.data_dir, image_size=meta.get("image_size"))
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
     res = evaluate(model, data.test_x, data.test_y, mean, std, batch_size=args.batch_size)
     out = {
@@ -122,7 +102,7 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     from cnnkit.train.ensemble import ensemble_eval
 
     members = [_load_run(d) for d in args.runs]
-    data = load_dataset(args.dataset, data_dir=args.data_dir)
+    data = load_dataset(args.dataset, data_dir=args.data_dir, image_size=members[0][1].get("image_size"))
     rows = ensemble_eval(
         [(m, torch.tensor(meta["mean"]), torch.tensor(meta["std"])) for m, meta in members],
         data.test_x,

@@ -140,3 +140,31 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
             f"{path}: weights do not fit {getattr(model, 'model_name', type(model).__name__)} ({what}); was it saved from another model?"
         )
     model.load_state_dict(state, strict=True)
+
+
+def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained model from a run folder's ``model.safetensors`` (or that file itself).
+
+    The architecture comes from the metadata the trainer wrote (model name, classes,
+    channels, small_input and the model options), the weights from the file: no code
+    is loaded. Returns the model in eval mode and the metadata (mean, std, classes...).
+    """
+    from cnnkit.models.registry import create_model
+
+    path = Path(run_dir)
+    weights = path / "model.safetensors" if path.is_dir() else path
+    state, meta = load_weights(weights)
+    for key in ("model", "num_classes", "in_chans", "mean", "std"):
+        if key not in meta:
+            raise CheckpointError(f"{weights}: no {key!r} in its metadata; not written by `cnnkit train`")
+    with torch.device("meta"):
+        model = create_model(
+            meta["model"],
+            num_classes=meta["num_classes"],
+            in_chans=meta["in_chans"],
+            small_input=meta.get("small_input", False),
+            **meta.get("model_kwargs", {}),
+        )
+    model.to_empty(device="cpu")
+    load_model_state(model, state, weights)
+    return model.eval(), meta

@@ -133,15 +133,33 @@ class TrainConfig:
     progress: bool | None = field(
         default=None, metadata={"help": "progress bar (default: when on a terminal)"}
     )
-    recipe: str | None = field(default=None, metadata={"help": "named recipe: default, accurate"})
+    recipe: str | None = field(
+        default="default",
+        metadata={
+            "help": "named recipe under the YAML and flags: default, plain (no ingredients beyond the fields' defaults)"
+        },
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 # Named recipes: documented configurations of the same trainer (issue "Speed").
+# `cnnkit train` with no arguments runs "default": fmnet on Fashion-MNIST, 4 epochs, SGD
+# with Nesterov momentum, half an epoch of warmup then cosine, flip + 2 px translation,
+# label smoothing 0.1, fp32 channels_last (bf16 is emulated, ~10x slower, on AVX2 CPUs).
+# Measured on 2 shared AMD EPYC cores: 92.6% test top-1 (see README).
 RECIPES: dict[str, dict[str, Any]] = {
-    "default": {},
+    "default": {
+        "epochs": 4,
+        "lr": 0.2,
+        "warmup_epochs": 0.5,
+        "hflip": 0.5,
+        "crop_pad": 2,
+        "smoothing": 0.1,
+        "channels_last": True,
+    },
+    "plain": {},
 }
 
 

@@ -168,12 +168,12 @@ def _dist_env() -> tuple[int, int, int]:
     )
 
 
+def _default_output(cfg: TrainConfig) -> Path:
+    return Path("runs") / f"{cfg.model}-{cfg.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
 def _prepare_run_dir(cfg: TrainConfig, is_main: bool, resuming: bool) -> Path:
-    out = (
-        Path(cfg.output)
-        if cfg.output
-        else Path("runs") / f"{cfg.model}-{cfg.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
-    )
+    out = Path(cfg.output) if cfg.output else _default_output(cfg)
     if not is_main:
         return out
     if not resuming and (out / "checkpoint.pt").exists():
@@ -213,8 +213,12 @@ class _Batches:
             raise ValueError(
                 f"--batch-size {batch_size} must be divisible by the number of processes ({world})"
             )
+        if batch_size > n:
+            raise ValueError(
+                f"--batch-size {batch_size} is larger than the training set ({n} images); lower --batch-size"
+            )
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        self.steps = max(n // batch_size, 1)  # drop the last partial batch (fixed batch statistics)
+        self.steps = n // batch_size  # drop the last partial batch (fixed batch statistics)
 
     def epoch(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -401,6 +405,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 def _train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> dict[str, Any]:
     resume_state: dict[str, Any] | None = None
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if restarts and not cfg.resume and cfg.output and (Path(cfg.output) / "checkpoint.pt").exists():
+        # torchrun --max-restarts restarted the workers with the same command: continue the run
+        cfg.resume = cfg.output
     if cfg.resume:
         # the config is the run's own (cnnkit.train.config.resume_config); here only its state is read
         cfg.output = cfg.resume
@@ -422,6 +430,10 @@ def _train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> dict[str, Any]:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
             cleanup.callback(dist.destroy_process_group)
+        if not cfg.output:  # rank 0's timestamped name for all (the ranks' clocks may tick apart)
+            name = [str(_default_output(cfg))]
+            dist.broadcast_object_list(name, src=0)
+            cfg.output = name[0]
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     elif device.type == "cpu":
@@ -551,7 +563,7 @@ def _train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> dict[str, Any]:
         for name, t in model.state_dict().items():
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 raise TrainingError(
-                    f"weight {name} became non-finite {where}; the last checkpoint is kept; "
+                    f"{name} became non-finite {where}; the last checkpoint is kept; "
                     "lower --lr or add --clip-grad"
                 )
 
@@ -610,6 +622,8 @@ def _train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> dict[str, Any]:
             idx = order[step].to(device)
             x = _standardise(train_x[idx], mean, std, cfg.channels_last)
             x, target = _augment(x, train_y[idx], cfg, data.num_classes, gen)
+            # a skipped step must not leave its trace in the norm layers' running statistics
+            buffers = [b.clone() for b in model.buffers()] if cfg.on_nonfinite == "skip" else []
             with _autocast(device, cfg.amp):
                 logits = ddp_model(x)
             loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.smoothing)
@@ -637,6 +651,9 @@ def _train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> dict[str, Any]:
                         "the last checkpoint is kept; lower --lr, add --clip-grad, or use --on-nonfinite skip"
                     )
                 skipped += 1
+                with torch.no_grad():
+                    for b, saved in zip(model.buffers(), buffers, strict=True):
+                        b.copy_(saved)
             scaler.update()
             scheduler.step()
             seen_here += len(idx)

@@ -1,0 +1,45 @@
+"""Deploy trained models: low-rank separable decompositions, batch-norm folding, export.
+
+The lecture's cheap convolutions (spatially separable, flattened, depthwise separable;
+"Various Types of Convolutions") applied to networks that are already trained:
+:func:`decompose` approximates their k x k convolutions by SVD, :func:`fuse_bn` folds
+inference-mode batch norm into the convolutions, :func:`export` writes TorchScript,
+``torch.export`` or ONNX files and checks them. Importing this package loads no model
+and reads no file.
+"""
+
+from cnnkit.deploy.decompose import (
+    METHODS,
+    DecompositionPlan,
+    LayerDecomposition,
+    build_decomposed,
+    decompose,
+    decompose_with_plan,
+    plan_decomposition,
+)
+from cnnkit.deploy.export import EXPORT_FORMATS, ExportResult, export, load_exported
+from cnnkit.deploy.fuse import fold_conv_bn, foldable_pairs, fuse_bn
+from cnnkit.deploy.latency import Latency, measure_latency
+from cnnkit.deploy.runs import decompose_run, finetune, load_run
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "METHODS",
+    "DecompositionPlan",
+    "ExportResult",
+    "Latency",
+    "LayerDecomposition",
+    "build_decomposed",
+    "decompose",
+    "decompose_run",
+    "decompose_with_plan",
+    "export",
+    "finetune",
+    "fold_conv_bn",
+    "foldable_pairs",
+    "fuse_bn",
+    "load_exported",
+    "load_run",
+    "measure_latency",
+    "plan_decomposition",
+]
