@@ -30,7 +30,7 @@ from cnnkit.train.checkpoint import CheckpointError, atomic_write, load_model_st
 TINY = [
     "--dataset", "synthetic", "--image-size", "12", "--train-subset", "256", "--test-subset", "64",
     "--model", "fmnet", "--model-kwargs", "widths=[8,16,32]", "stem_width=8",
-    "--batch-size", "32", "--threads", "1", "--deterministic", "--no-progress",
+    "--batch-size", "32", "--threads", "1", "--deterministic", "--no-progress", "--recipe", "plain",
 ]  # fmt: skip
 # every source of randomness the trainer has, and a schedule that depends on the run's length
 AUGMENTED = [

@@ -23,7 +23,7 @@ from cnnkit import cli
 from cnnkit.data.sources import load_dataset
 from cnnkit.models.registry import create_model
 from cnnkit.train import loop
-from cnnkit.train.config import TrainConfig, config_from_args, load_config, parse_kwargs, resume_config
+from cnnkit.train.config import RECIPES, TrainConfig, config_from_args, load_config, parse_kwargs, resume_config
 from cnnkit.train.ensemble import ensemble_eval
 
 
@@ -51,7 +51,9 @@ def test_yaml_gives_defaults_and_flags_override(tmp_path: Path) -> None:
     )
     assert cfg.model_kwargs == {"stem_width": 8, "widths": [8, 16, 32]}  # merged per key, the flag wins
     assert cfg.batch_size == TrainConfig().batch_size  # neither file nor flag: the dataclass default
-    assert parse_train().lr == TrainConfig().lr
+    # with no file and no flag, the default recipe's value (README's main job)
+    assert parse_train().lr == RECIPES["default"]["lr"]
+    assert parse_train("--recipe", "plain").lr == TrainConfig().lr
 
 
 def test_unknown_yaml_key_names_the_closest_option(
@@ -135,6 +137,7 @@ def test_cli_bad_value_is_one_line_before_any_data(
 TRAIN = [
     "train", "--dataset", "synthetic", "--train-subset", "256", "--test-subset", "64", "--epochs", "1",
     "--batch-size", "32", "--lr", "0.2", "--sched", "constant", "--threads", "1", "--no-progress",
+    "--recipe", "plain",
 ]  # fmt: skip
 
 
@@ -278,3 +281,16 @@ def test_eval_of_a_run_with_model_options(tmp_path: Path, capsys: pytest.Capture
     capsys.readouterr()
     assert cli.main(["eval", "--checkpoint", str(out), "--dataset", "synthetic", "--format", "json"]) == 0
     assert 0 <= json.loads(capsys.readouterr().out)["test_top1"] <= 1
+
+
+def test_no_arguments_runs_the_default_recipe() -> None:
+    """`cnnkit train` with no flags is the README's main job: the "default" recipe, not the bare fields."""
+    from cnnkit.train.config import RECIPES, config_from_args
+
+    cfg = config_from_args({})
+    assert cfg.recipe == "default"
+    for key, value in RECIPES["default"].items():
+        assert getattr(cfg, key) == value, key
+    # flags still override the recipe, and `--recipe plain` drops it
+    assert config_from_args({"epochs": 1}).epochs == 1
+    assert config_from_args({"recipe": "plain"}).hflip == 0.0

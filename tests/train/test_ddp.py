@@ -31,6 +31,7 @@ FLAGS = [
     "--dataset", "synthetic", "--image-size", "12", "--train-subset", "128", "--test-subset", "64",
     "--model", "fmnet", "--model-kwargs", "widths=[8,16,32]", "stem_width=8", "--norm", "layer",
     "--epochs", "2", "--batch-size", "32", "--lr", "0.2", "--threads", "1", "--deterministic", "--no-progress",
+    "--recipe", "plain",  # no augmentation: each rank's would differ from one process's
 ]  # fmt: skip
 
 

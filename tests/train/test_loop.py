@@ -32,7 +32,7 @@ from cnnkit.train.loop import TrainingError, evaluate, train
 TINY = [
     "--dataset", "synthetic", "--image-size", "12", "--train-subset", "256", "--test-subset", "64",
     "--model", "fmnet", "--model-kwargs", "widths=[8,16,32]", "stem_width=8",
-    "--batch-size", "32", "--threads", "1", "--deterministic", "--no-progress",
+    "--batch-size", "32", "--threads", "1", "--deterministic", "--no-progress", "--recipe", "plain",
 ]  # fmt: skip
 STEPS_PER_EPOCH = 8  # 256 / 32
 
@@ -73,7 +73,7 @@ def test_fashion_mnist_subset_reaches_80_percent_and_writes_the_run_folder(tmp_p
         "train", "--dataset", "fashion-mnist", "--train-subset", "4000", "--test-subset", "2000",
         "--model", "fmnet", "--model-kwargs", "widths=[16,32,64]", "stem_width=16",
         "--epochs", "3", "--batch-size", "64", "--lr", "0.2", "--threads", "1", "--no-progress",
-        "--output", str(out),
+        "--recipe", "plain", "--output", str(out),
     ]  # fmt: skip
     t0 = time.perf_counter()
     assert cli.main(flags) == 0

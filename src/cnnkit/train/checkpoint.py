@@ -8,13 +8,19 @@
 
 Every write goes to a temporary file in the same folder, is fsynced, then atomically
 renamed over the old file, so a kill or a full disk leaves the previous file intact.
+A write that fails (a full disk, an I/O error) raises :class:`WriteError`, one line naming
+the file; the temporary file is removed. A process killed mid-write leaves its temporary
+file behind: :func:`remove_stale_temporaries` clears them when the run is resumed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
+import re
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -26,10 +32,12 @@ from torch import nn
 
 __all__ = [
     "CheckpointError",
+    "WriteError",
     "atomic_write",
     "load_model_state",
     "load_state",
     "load_weights",
+    "remove_stale_temporaries",
     "save_state",
     "save_weights",
 ]
@@ -39,6 +47,20 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, unsafe or does not fit the model."""
 
 
+class WriteError(OSError):
+    """A run's file could not be written; the previous version of the file is unchanged.
+
+    ``errno`` is the cause (``ENOSPC`` for a full disk); ``str()`` is the one-line message.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+# atomic_write's temporary files: "." + the target's name + "." + mkstemp's 8 random characters + ".tmp"
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
 def _umask() -> int:
     mask = os.umask(0)  # reading the umask means setting it; put it straight back
     os.umask(mask)
@@ -46,7 +68,11 @@ def _umask() -> int:
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` then fsync and rename ``tmp`` over ``path``; on any failure ``path`` is untouched."""
+    """Call ``write(tmp)`` then fsync and rename ``tmp`` over ``path``; on any failure ``path`` is untouched.
+
+    A failure to write (``OSError``, or a full disk that a writer such as ``torch.save``
+    reports as an obscure ``RuntimeError``) is raised as :class:`WriteError` naming ``path``.
+    """
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -63,9 +89,54 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except BaseException:
+    except Exception as e:
+        # measured while the temporary file still holds its share of the disk
+        full = _disk_full(path.parent, e)
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, WriteError):
+            raise
+        kept = f"the previous {path.name}, if any, is unchanged"
+        if full:
+            raise WriteError(
+                errno.ENOSPC,
+                f"cannot write {path} (No space left on device); {kept} "
+                f"(free space on the disk of {path.parent})",
+            ) from e
+        if isinstance(e, OSError):
+            why = e.strerror or str(e) or type(e).__name__
+            raise WriteError(e.errno or errno.EIO, f"cannot write {path} ({why}); {kept}") from e
+        raise
+    except BaseException:  # KeyboardInterrupt, SystemExit: no message to improve
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _disk_full(folder: Path, e: BaseException) -> bool:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    if "No space left on device" in text or "os error 28" in text:  # safetensors' Rust I/O error
+        return True
+    if isinstance(e, RuntimeError):  # torch.save's writer: "[enforce fail ...] unexpected pos"
+        try:
+            return shutil.disk_usage(folder).free < 2**20
+        except OSError:
+            return False
+    return False
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` left in ``folder`` when its
+    process was killed mid-write (the files they were meant to replace are intact).
+
+    Call it only while no other process writes to ``folder`` (on resume, rank 0).
+    """
+    removed = []
+    for p in Path(folder).iterdir():
+        if _TEMP_NAME.match(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:

@@ -295,7 +295,7 @@ def config_from_args(args: argparse.Namespace | dict[str, Any]) -> TrainConfig:
     given = dict(vars(args) if isinstance(args, argparse.Namespace) else args)
     yaml_path = given.pop("config", None)
     from_yaml = load_config(yaml_path) if yaml_path else {}
-    recipe = given.get("recipe", from_yaml.get("recipe"))
+    recipe = given.get("recipe", from_yaml.get("recipe", TrainConfig.recipe))
     merged: dict[str, Any] = {}
     if recipe is not None:
         if recipe not in RECIPES:
