@@ -23,7 +23,14 @@ from cnnkit import cli
 from cnnkit.data.sources import load_dataset
 from cnnkit.models.registry import create_model
 from cnnkit.train import loop
-from cnnkit.train.config import RECIPES, TrainConfig, config_from_args, load_config, parse_kwargs, resume_config
+from cnnkit.train.config import (
+    RECIPES,
+    TrainConfig,
+    config_from_args,
+    load_config,
+    parse_kwargs,
+    resume_config,
+)
 from cnnkit.train.ensemble import ensemble_eval
 
 

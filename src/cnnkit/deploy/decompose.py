@@ -86,6 +86,7 @@ METHODS = ("spatial_separable", "depthwise_separable", "flattened")
 
 _HOPM_ITERS = 30  # rank-one power iterations per greedy CP term (converges in a few for 3x3 filters)
 _ALS_SWEEPS = 25  # joint ALS sweeps after each added CP term
+_TOL = 1e-7  # stop iterating when no factor entry moves more than this (relative)
 
 
 # ---------------------------------------------------------------------------- records
@@ -234,15 +235,32 @@ def _svd_depthwise(w: torch.Tensor, rank: int | None, energy: float | None) -> _
     return _Factors(r, s.shape[1], float(cumulative[r - 1]), {"depthwise": depthwise, "pointwise": pointwise})
 
 
-def _cp_reconstruct(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Per filter n: sum_j a[n, :, j] (x) b[n, :, j] (x) c[n, :, j] -> (N, C, kh, kw)."""
-    return torch.einsum("ncj,nyj,nxj->ncyx", a, b, c)
+def _khatri_rao(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Column-wise Kronecker product per filter: (N, p, r), (N, q, r) -> (N, p q, r), row i q + k."""
+    n, p, r = u.shape
+    return (u[:, :, None, :] * v[:, None, :, :]).reshape(n, p * v.shape[1], r)
+
+
+def _unfoldings(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mode-1, 2, 3 unfoldings of each filter (N, C, Y, X): (N, C, YX), (N, Y, CX), (N, X, CY)."""
+    n, c, y, x = t.shape
+    return (
+        t.reshape(n, c, y * x),
+        t.permute(0, 2, 1, 3).reshape(n, y, c * x),
+        t.permute(0, 3, 1, 2).reshape(n, x, c * y),
+    )
+
+
+def _cp_reconstruct(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Per filter n: sum_j a[n, :, j] (x) b[n, :, j] (x) h[n, :, j] -> (N, C, kh, kw)."""
+    n, c, _ = a.shape
+    return (a @ _khatri_rao(b, h).mT).reshape(n, c, b.shape[1], h.shape[1])
 
 
 def _leading_vector(t: torch.Tensor) -> torch.Tensor:
-    """Leading left singular vector of each matrix of a batch (N, m, p) -> (N, m)."""
+    """Leading left singular vector of each matrix of a batch (N, m, p) -> (N, m, 1)."""
     u, _, _ = torch.linalg.svd(t, full_matrices=False)
-    return u[:, :, 0]
+    return u[:, :, :1]
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -250,31 +268,49 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
 
 
 def _rank_one(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Best rank-one fit of each filter (N, C, Y, X) by higher-order power iteration (HOSVD start)."""
-    n, c, y, x = t.shape
-    b = _leading_vector(t.permute(0, 2, 1, 3).reshape(n, y, c * x))
-    h = _leading_vector(t.permute(0, 3, 1, 2).reshape(n, x, c * y))
+    """Best rank-one fit of each filter (N, C, Y, X) by higher-order power iteration (HOSVD start).
+
+    Returns factors (N, C, 1), (N, Y, 1), (N, X, 1); the first carries the scale.
+    """
+    t1, t2, t3 = _unfoldings(t)
+    b, h = _leading_vector(t2), _leading_vector(t3)
     for _ in range(_HOPM_ITERS):
-        a = _unit(torch.einsum("ncyx,ny,nx->nc", t, b, h))
-        b = _unit(torch.einsum("ncyx,nc,nx->ny", t, a, h))
-        h = _unit(torch.einsum("ncyx,nc,ny->nx", t, a, b))
-    a = torch.einsum("ncyx,ny,nx->nc", t, b, h)  # carries the scale
-    return a, b, h
+        a = _unit(t1 @ _khatri_rao(b, h))
+        b_new = _unit(t2 @ _khatri_rao(a, h))
+        h_new = _unit(t3 @ _khatri_rao(a, b_new))
+        moved = float(torch.maximum((b_new - b).abs().max(), (h_new - h).abs().max()))
+        b, h = b_new, h_new
+        if moved < _TOL:
+            break
+    return t1 @ _khatri_rao(b, h), b, h
 
 
 def _solve(m: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
-    """``m @ pinv(gram)`` for batches of small symmetric Gram matrices."""
-    return m @ torch.linalg.pinv(gram, hermitian=True)
+    """``m @ gram^-1`` for batches of small symmetric positive semi-definite Gram matrices.
+
+    A ridge of 1e-12 of the diagonal's mean keeps a (numerically) singular Gram matrix,
+    from a filter with fewer independent terms than r, solvable.
+    """
+    r = gram.shape[-1]
+    eye = torch.eye(r, dtype=gram.dtype, device=gram.device)
+    ridge = 1e-12 * gram.diagonal(dim1=-2, dim2=-1).mean(-1)[..., None, None].clamp_min(1e-300)
+    return torch.linalg.solve(gram + ridge * eye, m.mT).mT
 
 
 def _als(
     t: torch.Tensor, a: torch.Tensor, b: torch.Tensor, h: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Joint CP-ALS sweeps per filter; each block update is an exact least-squares solve."""
+    """Joint CP-ALS sweeps per filter; each block update is a least-squares solve, so the error never rises."""
+    t1, t2, t3 = _unfoldings(t)
     for _ in range(_ALS_SWEEPS):
-        a = _solve(torch.einsum("ncyx,nyj,nxj->ncj", t, b, h), (b.mT @ b) * (h.mT @ h))
-        b = _solve(torch.einsum("ncyx,ncj,nxj->nyj", t, a, h), (a.mT @ a) * (h.mT @ h))
-        h = _solve(torch.einsum("ncyx,ncj,nyj->nxj", t, a, b), (a.mT @ a) * (b.mT @ b))
+        a = _solve(t1 @ _khatri_rao(b, h), (b.mT @ b) * (h.mT @ h))
+        b_new = _solve(t2 @ _khatri_rao(a, h), (a.mT @ a) * (h.mT @ h))
+        h_new = _solve(t3 @ _khatri_rao(a, b_new), (a.mT @ a) * (b_new.mT @ b_new))
+        scale = float(b_new.abs().max() + h_new.abs().max())
+        moved = float((b_new - b).abs().max() + (h_new - h).abs().max()) / max(scale, 1e-300)
+        b, h = b_new, h_new
+        if moved < _TOL:
+            break
     return a, b, h
 
 
@@ -310,9 +346,7 @@ def _cp_flattened(w: torch.Tensor, rank: int | None, energy: float | None) -> _F
             retained = 1.0
             break
         a1, b1, h1 = _rank_one(w - _cp_reconstruct(a, b, h))
-        a = torch.cat([a, a1[..., None]], 2)
-        b = torch.cat([b, b1[..., None]], 2)
-        h = torch.cat([h, h1[..., None]], 2)
+        a, b, h = torch.cat([a, a1], 2), torch.cat([b, b1], 2), torch.cat([h, h1], 2)
         if r > 1:
             a, b, h = _als(w, a, b, h)
         err = float(((w - _cp_reconstruct(a, b, h)) ** 2).sum())
@@ -474,6 +508,15 @@ def _plan_and_factors(
     return plan, factors
 
 
+def _check_not_decomposed(model: nn.Module) -> None:
+    # one spec per model: a second pass would record only its own layers and could not be rebuilt
+    spec = getattr(model, "decomposition", None)
+    if isinstance(spec, dict):
+        raise ValueError(
+            f"this model is decomposed already ({spec.get('method')}); decompose the original model"
+        )
+
+
 def plan_decomposition(
     model: nn.Module,
     method: str,
@@ -520,6 +563,7 @@ def decompose_with_plan(
     skip_costlier: bool = True,
 ) -> tuple[nn.Module, DecompositionPlan]:
     """:func:`decompose`, also returning the :class:`DecompositionPlan` it followed."""
+    _check_not_decomposed(model)
     plan, factors = _plan_and_factors(model, method, rank, energy, ranks, skip_costlier, compute=True)
     out = copy.deepcopy(model)
     for name in plan.layers:
@@ -539,6 +583,7 @@ def build_decomposed(model: nn.Module, method: str, ranks: Mapping[str, int]) ->
     this with the saved spec, then ``load_state_dict``. The new layers hold fresh
     initial weights. ``model`` is changed in place and returned.
     """
+    _check_not_decomposed(model)
     plan, _ = _plan_and_factors(model, method, None, None, ranks, skip_costlier=False, compute=False)
     for name, d in plan.layers.items():
         conv = model.get_submodule(name)

@@ -142,7 +142,8 @@ def export(
             # the input-check pre-hook reads shapes; its checks become trace-time constants, which is
             # right for them (they raise or pass before any op), so their TracerWarnings are noise
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace(model, example, check_inputs=[(x,) for x in inputs])
+            # check_trace=False: the file itself is reloaded and checked below, on the same inputs
+            traced = torch.jit.trace(model, example, check_trace=False)
             torch.jit.save(traced, str(path))
     elif format == "exported_program":
         batch = torch.export.Dim("batch", min=1)

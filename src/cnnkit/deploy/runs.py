@@ -268,6 +268,7 @@ def decompose_run(
         seed=int(cfg.get("seed", 0)),
         image_size=meta.get("image_size") if dataset in ("imagefolder", "synthetic") else None,
     )
+    test_subset = test_subset if test_subset is not None else cfg.get("test_subset")
     if test_subset is not None:
         if not 0 < test_subset <= len(data.test_y):
             raise ValueError(f"--test-subset must be in 1..{len(data.test_y)}; got {test_subset}")
