@@ -22,7 +22,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 test-fast: lint
 	$(PY) -m pytest -q -m "not slow and not distributed"
