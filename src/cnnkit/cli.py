@@ -197,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_analysis_commands(sub)
 
+    from cnnkit.deploy.cli_support import add_deploy_commands
+    from cnnkit.doctor import add_doctor_command
+    from cnnkit.lab.cli import add_lab_commands
+
+    add_deploy_commands(sub)
+    add_doctor_command(sub)
+    add_lab_commands(sub)  # also registers `cnnkit viz`
+
     p = sub.add_parser("train", help="train a zoo model (default: fmnet on Fashion-MNIST)")
     add_train_args(p)
     p.set_defaults(func=_cmd_train)

@@ -25,7 +25,15 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["DATASETS", "DatasetError", "DatasetTensors", "load_dataset", "search_dirs", "synthetic"]
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "DatasetTensors",
+    "check_dataset_files",
+    "load_dataset",
+    "search_dirs",
+    "synthetic",
+]
 
 FASHION_CLASSES = [
     "T-shirt/top",
@@ -195,8 +203,8 @@ def _read_verified(path: Path, algo: str, digest: str) -> bytes:
     return content
 
 
-def _load_idx(name: str, data_dir: str | os.PathLike[str] | None) -> DatasetTensors | None:
-    digests = _DIGESTS[name]
+def _find_idx(name: str, data_dir: str | os.PathLike[str] | None) -> tuple[Path, dict[str, Path]] | None:
+    """The first searched folder holding any of ``name``'s IDX files, and those files."""
     for folder in search_dirs(name, data_dir):
         found = {}
         for stem in _IDX_FILES:
@@ -209,20 +217,49 @@ def _load_idx(name: str, data_dir: str | os.PathLike[str] | None) -> DatasetTens
         if len(found) < len(_IDX_FILES):
             missing = [s for s in _IDX_FILES if s not in found]
             raise DatasetError(f"{folder}: incomplete {name} copy, missing {', '.join(missing)}")
-        try:
-            arrays = {s: _parse_idx(_read_verified(p, *digests[s]), p) for s, p in found.items()}
-        except OSError as e:
-            raise DatasetError(f"{folder}: cannot read {name} ({e}); delete the folder and reinstall") from e
-        classes = FASHION_CLASSES if name == "fashion-mnist" else [str(i) for i in range(10)]
-        return DatasetTensors(
-            name,
-            arrays["train-images-idx3-ubyte"].unsqueeze(1),
-            arrays["train-labels-idx1-ubyte"].long(),
-            arrays["t10k-images-idx3-ubyte"].unsqueeze(1),
-            arrays["t10k-labels-idx1-ubyte"].long(),
-            classes,
-        )
+        return folder, found
     return None
+
+
+def check_dataset_files(
+    name: str, data_dir: str | os.PathLike[str] | None = None
+) -> tuple[Path, list[Path]] | None:
+    """Find the files :func:`load_dataset` would read for an IDX dataset (fashion-mnist, mnist,
+    kmnist) and verify their digests; returns the folder and the files, or None when no copy is
+    found. Raises :class:`DatasetError` for an incomplete, unreadable or corrupt copy."""
+    if name not in _DIGESTS:
+        raise ValueError(f"check_dataset_files knows {', '.join(_DIGESTS)}; got {name!r}")
+    hit = _find_idx(name, data_dir)
+    if hit is None:
+        return None
+    folder, found = hit
+    try:
+        for stem, path in found.items():
+            _read_verified(path, *_DIGESTS[name][stem])
+    except OSError as e:
+        raise DatasetError(f"{folder}: cannot read {name} ({e}); delete the folder and reinstall") from e
+    return folder, list(found.values())
+
+
+def _load_idx(name: str, data_dir: str | os.PathLike[str] | None) -> DatasetTensors | None:
+    digests = _DIGESTS[name]
+    hit = _find_idx(name, data_dir)
+    if hit is None:
+        return None
+    folder, found = hit
+    try:
+        arrays = {s: _parse_idx(_read_verified(p, *digests[s]), p) for s, p in found.items()}
+    except OSError as e:
+        raise DatasetError(f"{folder}: cannot read {name} ({e}); delete the folder and reinstall") from e
+    classes = FASHION_CLASSES if name == "fashion-mnist" else [str(i) for i in range(10)]
+    return DatasetTensors(
+        name,
+        arrays["train-images-idx3-ubyte"].unsqueeze(1),
+        arrays["train-labels-idx1-ubyte"].long(),
+        arrays["t10k-images-idx3-ubyte"].unsqueeze(1),
+        arrays["t10k-labels-idx1-ubyte"].long(),
+        classes,
+    )
 
 
 def _load_torchvision(name: str, data_dir: str | os.PathLike[str] | None, download: bool) -> DatasetTensors:

@@ -15,12 +15,13 @@ from cnnkit.deploy.decompose import (
     build_decomposed,
     decompose,
     decompose_with_plan,
+    energy_for_budget,
     plan_decomposition,
 )
 from cnnkit.deploy.export import EXPORT_FORMATS, ExportResult, export, load_exported
 from cnnkit.deploy.fuse import fold_conv_bn, foldable_pairs, fuse_bn
-from cnnkit.deploy.latency import Latency, measure_latency
-from cnnkit.deploy.runs import decompose_run, finetune, load_run
+from cnnkit.deploy.latency import Latency, compare_latency, measure_latency
+from cnnkit.deploy.runs import decompose_run, finetune, load_run, recalibrate_bn
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -30,9 +31,11 @@ __all__ = [
     "Latency",
     "LayerDecomposition",
     "build_decomposed",
+    "compare_latency",
     "decompose",
     "decompose_run",
     "decompose_with_plan",
+    "energy_for_budget",
     "export",
     "finetune",
     "fold_conv_bn",
@@ -42,4 +45,5 @@ __all__ = [
     "load_run",
     "measure_latency",
     "plan_decomposition",
+    "recalibrate_bn",
 ]

@@ -3,7 +3,7 @@
 :func:`add_deploy_commands` registers both on the ``cnnkit`` parser's subparsers; torch
 and the zoo load only when a command runs, so ``cnnkit --help`` stays instant.
 
-``cnnkit decompose RUN_DIR --method M (--rank R | --energy E) [--finetune-epochs N] [--output DIR]``
+``cnnkit decompose RUN_DIR --method M (--rank R | --energy E | --mult-adds F) [--finetune-epochs N] [--output DIR]``
 writes a new run folder (loadable like any run) with a table of accuracy, mult-adds and
 CPU latency before and after; ``cnnkit export RUN_DIR --format F [--output FILE]`` writes
 the model as TorchScript, a ``torch.export`` archive or ONNX and checks its outputs.
@@ -35,6 +35,7 @@ def decompose_command(args: argparse.Namespace) -> int:
         args.method,
         rank=args.rank,
         energy=args.energy,
+        mult_adds=args.mult_adds,
         finetune_epochs=args.finetune_epochs,
         output=args.output,
         dataset=args.dataset,
@@ -43,6 +44,7 @@ def decompose_command(args: argparse.Namespace) -> int:
         test_subset=args.test_subset,
         lr=args.lr,
         batch_size=args.batch_size,
+        recalibrate=args.recalibrate,
         latency=not args.no_latency,
         seed=args.seed,
     )
@@ -106,6 +108,11 @@ def add_deploy_commands(sub: Any) -> None:
     target.add_argument(
         "--energy", type=_fraction, help="per layer, the smallest rank keeping this fraction of ||W||^2"
     )
+    target.add_argument(
+        "--mult-adds",
+        type=_fraction,
+        help="keep at most this fraction of the mult-adds (one energy target for all layers, by bisection)",
+    )
     p.add_argument("--finetune-epochs", type=int, default=0, help="epochs of fine-tuning after (default 0)")
     p.add_argument("--output", default=None, help="new run folder (default RUN_DIR-METHOD)")
     p.add_argument("--dataset", default=None, help="default: the run's dataset (its config.yaml)")
@@ -114,6 +121,13 @@ def add_deploy_commands(sub: Any) -> None:
     p.add_argument("--test-subset", type=_positive_int, default=None, help="evaluate on N test images")
     p.add_argument("--lr", type=float, default=0.01, help="fine-tuning peak learning rate (cosine decay)")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="fine-tuning batch size")
+    p.add_argument(
+        "--recalibrate",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="re-estimate batch-norm statistics on N training images after decomposing (0: off)",
+    )
     p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (also for latency)")
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurements")
     p.add_argument("--seed", type=int, default=0)

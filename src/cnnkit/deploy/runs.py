@@ -33,24 +33,29 @@ from torch import nn
 
 from cnnkit.data.sources import DatasetTensors
 
-__all__ = ["decompose_run", "finetune", "load_run", "render_markdown"]
+__all__ = ["decompose_run", "finetune", "load_run", "recalibrate_bn", "render_markdown"]
 
 
 # ---------------------------------------------------------------------------- loading
 
 
 def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a trained (or decomposed) model from a run folder or its ``model.safetensors``; eval mode."""
+    """Rebuild a trained or decomposed model from a run folder or its ``model.safetensors``; eval mode.
+
+    :func:`cnnkit.train.checkpoint.load_run`, plus the ``decomposition`` metadata that
+    :func:`decompose_run` writes: the zoo model is built on ``meta``, given the
+    decomposed structure, then filled with the file's weights.
+    """
     from cnnkit.deploy.decompose import build_decomposed
     from cnnkit.models.registry import create_model
-    from cnnkit.train.checkpoint import load_model_state, load_weights
+    from cnnkit.train.checkpoint import CheckpointError, load_model_state, load_weights
 
     path = Path(run_dir)
     weights = path / "model.safetensors" if path.is_dir() else path
     state, meta = load_weights(weights)
     for key in ("model", "num_classes", "in_chans", "mean", "std"):
         if key not in meta:
-            raise ValueError(f"{weights}: no {key!r} in its metadata; not written by `cnnkit train`")
+            raise CheckpointError(f"{weights}: no {key!r} in its metadata; not written by `cnnkit train`")
     with torch.device("meta"):  # no weight is allocated until the file's are loaded
         model = create_model(
             meta["model"],
@@ -77,6 +82,43 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- fine-tuning
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    model: nn.Module,
+    images: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    *,
+    batch_size: int = 250,
+) -> int:
+    """Re-estimate every batch-norm layer's running statistics on uint8 ``images``; no weight changes.
+
+    An approximated conv shifts the statistics of what follows it, so the norm layers'
+    running means and variances no longer fit: recomputing them (a cumulative average
+    over the batches, ``momentum=None``) is the cheapest repair, and a fair first step
+    before fine-tuning. Returns the number of norm layers re-estimated; the model is
+    left in eval mode.
+    """
+    norms = [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        for start in range(0, len(images), batch_size):
+            model(
+                (images[start : start + batch_size].float() / 255 - mean[:, None, None]) / std[:, None, None]
+            )
+    finally:
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
+        model.eval()
+    return len(norms)
 
 
 def finetune(
@@ -149,18 +191,16 @@ def _measure(
     data: DatasetTensors,
     mean: torch.Tensor,
     std: torch.Tensor,
-    latency: bool,
     eval_batch_size: int,
 ) -> dict[str, Any]:
     from cnnkit.analysis.summary import summarize
-    from cnnkit.deploy.latency import measure_latency
     from cnnkit.train.loop import evaluate
 
     size = tuple(int(v) for v in data.test_x.shape[1:])
     s = summarize(model, size)
     t0 = time.perf_counter()
     res = evaluate(model, data.test_x, data.test_y, mean, std, batch_size=eval_batch_size)
-    row: dict[str, Any] = {
+    return {
         "variant": label,
         "test_top1": res["top1"],
         "test_loss": res["loss"],
@@ -168,15 +208,21 @@ def _measure(
         "mult_adds": s.total_mult_adds,
         "eval_seconds": time.perf_counter() - t0,
     }
-    if latency:
-        b1 = measure_latency(model, size, 1, budget_s=1.0, max_repeats=200)
-        b64 = measure_latency(model, size, 64, budget_s=2.0, min_repeats=5, max_repeats=20)
+
+
+def _add_latencies(rows: list[dict[str, Any]], models: dict[str, nn.Module], size: tuple[int, ...]) -> None:
+    """CPU latency of every variant at batch 1 and 64, interleaved (see :func:`compare_latency`)."""
+    from cnnkit.deploy.latency import compare_latency
+
+    b1 = compare_latency(models, size, 1, rounds=30)
+    b64 = compare_latency(models, size, 64, rounds=8, warmup=1)
+    for row in rows:
+        name = row["variant"]
         row.update(
-            latency_b1_ms=b1.median_ms,
-            latency_b64_ms=b64.median_ms,
-            throughput_b64=b64.images_per_s,
+            latency_b1_ms=b1[name].median_ms,
+            latency_b64_ms=b64[name].median_ms,
+            throughput_b64=b64[name].images_per_s,
         )
-    return row
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -188,7 +234,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Target: {report['target']}; {len(report['plan']['layers'])} convs decomposed, "
         f"{len(report['plan']['skipped'])} left alone; fine-tune {report['finetune_epochs']} epoch(s) "
         f"on {report['finetune_images']} images. Test set: {report['test_images']} images. "
-        f"CPU latency: median ms per call, {report['threads']} thread(s), fp32.",
+        f"CPU latency: median ms per call (variants timed in interleaved rounds), {report['threads']} "
+        "thread(s), fp32.",
         "",
         "| variant | top-1 (%) | params | mult-adds (M) | vs original | batch 1 (ms) | batch 64 (ms) | img/s at 64 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -218,6 +265,7 @@ def decompose_run(
     *,
     rank: int | None = None,
     energy: float | None = None,
+    mult_adds: float | None = None,
     finetune_epochs: int = 0,
     output: str | Path | None = None,
     dataset: str | None = None,
@@ -226,12 +274,17 @@ def decompose_run(
     test_subset: int | None = None,
     lr: float = 0.01,
     batch_size: int = 128,
+    recalibrate: int = 2000,
     latency: bool = True,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Decompose the model of ``run_dir``, fine-tune it, and write a new run folder with a report.
 
+    After decomposing, the norm layers' statistics are re-estimated on ``recalibrate``
+    training images (:func:`recalibrate_bn`; 0: not), and fine-tuning starts from there.
+    Give one of ``rank``, ``energy`` or ``mult_adds`` (the fraction of the mult-adds to
+    keep: the energy target is then found by :func:`~cnnkit.deploy.decompose.energy_for_budget`).
     The new folder (default ``<run_dir>-<method>``) holds ``model.safetensors`` (the
     fine-tuned weights if ``finetune_epochs`` > 0; its metadata carries the
     decomposition spec, so :func:`load_run` and therefore ``cnnkit eval`` rebuild it),
@@ -240,7 +293,7 @@ def decompose_run(
     Returns the report.
     """
     from cnnkit.data.sources import load_dataset
-    from cnnkit.deploy.decompose import decompose_with_plan
+    from cnnkit.deploy.decompose import decompose_with_plan, energy_for_budget
     from cnnkit.deploy.fuse import fuse_bn
     from cnnkit.train.checkpoint import save_weights
 
@@ -252,9 +305,17 @@ def decompose_run(
     out = Path(output) if output else src.with_name(f"{src.name}-{method}")
     if (out / "model.safetensors").exists():
         raise ValueError(f"{out} already holds a model; choose another --output")
-    target = f"rank {rank}" if rank is not None else f"energy {energy}"
+    if mult_adds is not None:
+        if rank is not None or energy is not None:
+            raise ValueError("give one of rank, energy or mult_adds")
+        size = (int(meta["in_chans"]), int(meta.get("image_size", 28)), int(meta.get("image_size", 28)))
+        energy = energy_for_budget(model, method, size, mult_adds)
+        say(f"energy {energy:.4f} keeps at most {mult_adds} of the mult-adds")
     # checks the method and target before any data is read
     decomposed, plan = decompose_with_plan(model, method, rank=rank, energy=energy)
+    target = f"rank {rank}" if rank is not None else f"energy {energy:.4g}"
+    if mult_adds is not None:
+        target += f" (for <= {mult_adds} of the mult-adds)"
     if not plan.layers:
         raise ValueError(
             f"no conv of {meta['model']} was decomposed with {method} at {target} "
@@ -277,8 +338,11 @@ def decompose_run(
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
     eval_bs = 500
 
+    variants: dict[str, nn.Module] = {}
+
     def measure(label: str, m: nn.Module) -> dict[str, Any]:
-        row = _measure(label, m, data, mean, std, latency, eval_bs)
+        row = _measure(label, m, data, mean, std, eval_bs)
+        variants[label] = m
         say(f"{label}: top-1 {100 * row['test_top1']:.2f}%, {row['mult_adds'] / 1e6:.2f}M mult-adds")
         return row
 
@@ -287,10 +351,16 @@ def decompose_run(
         measure("original, BN folded", fuse_bn(model)),
         measure("decomposed", decomposed),
     ]
-    history: list[dict[str, float]] = []
     final = decomposed
-    if finetune_epochs > 0:
+    if recalibrate and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in decomposed.modules()):
         final = copy.deepcopy(decomposed)
+        recalibrate_bn(final, data.train_x[:recalibrate], mean, std)
+        rows.append(
+            measure(f"decomposed, BN re-estimated ({min(recalibrate, len(data.train_y))} images)", final)
+        )
+    history: list[dict[str, float]] = []
+    if finetune_epochs > 0:
+        final = copy.deepcopy(final)
         torch.manual_seed(seed)
         history = finetune(
             final,
@@ -308,6 +378,8 @@ def decompose_run(
         rows.append(measure(f"decomposed + fine-tune ({finetune_epochs} ep)", final))
     rows.append(measure(rows[-1]["variant"] + ", BN folded", fuse_bn(final)))
 
+    if latency:
+        _add_latencies(rows, variants, tuple(int(v) for v in data.test_x.shape[1:]))
     out.mkdir(parents=True, exist_ok=True)
     new_meta = {
         **meta,
@@ -327,6 +399,7 @@ def decompose_run(
         "finetune_lr": lr,
         "finetune_images": len(data.train_y) if finetune_epochs else 0,
         "finetune_history": history,
+        "recalibrate_images": min(recalibrate, len(data.train_y)),
         "test_images": len(data.test_y),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import math
 import os
@@ -29,7 +30,15 @@ from torch import nn
 
 from cnnkit.data.augment import cutmix, cutout, mixup, random_crop, random_flip
 from cnnkit.data.sources import DatasetTensors, check_dataset_name, load_dataset
-from cnnkit.train.checkpoint import atomic_write, load_model_state, load_state, save_state, save_weights
+from cnnkit.train.checkpoint import (
+    WriteError,
+    atomic_write,
+    load_model_state,
+    load_state,
+    remove_stale_temporaries,
+    save_state,
+    save_weights,
+)
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.optim import OPTIMIZERS, build_optimizer
 from cnnkit.train.schedule import SCHEDULES, Schedule, build_scheduler
@@ -172,29 +181,74 @@ def _default_output(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.model}-{cfg.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def _prepare_run_dir(cfg: TrainConfig, is_main: bool, resuming: bool) -> Path:
+def _prepare_run_dir(cfg: TrainConfig, is_main: bool, resuming: bool) -> tuple[Path, list[Path]]:
+    """The run folder, created and checked for writing and free space before any data is read.
+
+    Returns it and the folders this call created (deepest first), which the caller removes
+    again if the run fails before writing anything, so a bad option leaves no empty folder.
+    """
     out = Path(cfg.output) if cfg.output else _default_output(cfg)
     if not is_main:
-        return out
+        return out, []
     if not resuming and (out / "checkpoint.pt").exists():
         raise ValueError(
             f"{out} already holds a run (checkpoint.pt); continue it with --resume {out} or choose another --output"
         )
+    created = [d for d in (out, *out.parents) if not d.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
         probe.write_bytes(b"x")
         probe.unlink()
     except OSError as e:
+        _remove_empty(created)
         raise ValueError(
             f"cannot write to output folder {out} ({e.strerror}); choose another --output"
         ) from e
     free = shutil.disk_usage(out).free
     if free < 50 * 2**20:
+        _remove_empty(created)
         raise ValueError(
             f"only {free // 2**20} MB free on the disk of {out}; free space or choose another --output"
         )
-    return out
+    if resuming:
+        # temporary files of a process killed while writing (the files they were to replace are intact)
+        for p in remove_stale_temporaries(out):
+            print(f"{out}: removed {p.name}, left by an interrupted write", file=sys.stderr)
+    return out, created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty; stop at the first that is not."""
+    for d in folders:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
+def _check_disk_space(cfg: TrainConfig, model: nn.Module, out: Path) -> None:
+    """Fail before the first step when the disk cannot hold this run's checkpoints.
+
+    The peak is reached while checkpoint.pt is replaced: model.safetensors, the old
+    checkpoint.pt and the new one's temporary file side by side. checkpoint.pt holds the
+    model state, the optimizer's per-parameter state (SGD momentum: one copy of the
+    parameters; Adam: two) and the EMA copy.
+    """
+    state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    copies = 2 if cfg.opt in ("adam", "adamw") else int(cfg.momentum > 0)
+    checkpoint = state + copies * params + (state if cfg.model_ema else 0)
+    existing = sum(f.stat().st_size for f in (out / "checkpoint.pt", out / "model.safetensors") if f.exists())
+    need = int(1.05 * (state + 2 * checkpoint)) + 2**20 - existing
+    free = shutil.disk_usage(out).free
+    if need > free:
+        mb = 2**20
+        raise ValueError(
+            f"the checkpoints of this run need about {need // mb + 1} MB more on the disk of {out} "
+            f"(checkpoint.pt ~{checkpoint // mb + 1} MB, twice while it is replaced, model.safetensors "
+            f"~{state // mb + 1} MB); only {free // mb} MB free: free space or choose another --output"
+        )
 
 
 # ---------------------------------------------------------------- data
@@ -323,10 +377,10 @@ def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def _write_summary_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -396,9 +450,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     group it created) are restored when it returns or raises.
     """
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+
+    def restore_determinism() -> None:
+        # only when changed: torch.use_deterministic_algorithms imports torch._inductor (~2.5 s of
+        # CPU), which a run that stops at a bad option would otherwise pay on its way out
+        if torch.are_deterministic_algorithms_enabled() != deterministic:
+            torch.use_deterministic_algorithms(deterministic)
+
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(torch.set_num_threads, threads)
-        cleanup.callback(torch.use_deterministic_algorithms, deterministic)
+        cleanup.callback(restore_determinism)
         return _train(cfg, cleanup)
     raise AssertionError("unreachable")  # pragma: no cover (ExitStack does not swallow exceptions)
 
@@ -440,7 +501,9 @@ def _train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> dict[str, Any]:
         torch.set_num_threads(max(len(os.sched_getaffinity(0)) // world, 1))
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
-    out = _prepare_run_dir(cfg, is_main, resuming=bool(cfg.resume))
+    out, created = _prepare_run_dir(cfg, is_main, resuming=bool(cfg.resume))
+    # a run that fails before writing anything (bad data, a model too big for the input) leaves no folder
+    cleanup.callback(_remove_empty, created)
     cfg.output = str(out)
     if is_main and cfg.resume and resume_state is None:
         print(f"{out}: no checkpoint yet; training from the start", file=sys.stderr)
@@ -462,6 +525,8 @@ def _train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> dict[str, Any]:
         data.test_x, data.test_y = data.test_x[keep], data.test_y[keep]
     torch.manual_seed(cfg.seed)
     model = _build_model(cfg, data)
+    if is_main:
+        _check_disk_space(cfg, model, out)
     mean, std = (t.to(device) for t in data.mean_std())
     if resume_state is not None:
         load_model_state(model, resume_state["model"], Path(cfg.resume or "") / "checkpoint.pt")
@@ -706,11 +771,22 @@ def _train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> dict[str, Any]:
         }
         history.append(row)
         if is_main:
-            # checkpoint first: metrics.jsonl is rewritten from its history on resume
-            save_state(out / "checkpoint.pt", state_dict(epoch + 1, 0, None, None))
+            # Weights, then checkpoint, then the metrics line. A kill between the first two
+            # leaves a checkpoint of the previous epoch, from which --resume repeats this epoch
+            # and rewrites the same weights; the other order would leave the final epoch's
+            # weights unwritten when a run is killed just after its last checkpoint. The
+            # metrics line is rewritten from the checkpoint's history on resume.
             save_weights(out / "model.safetensors", eval_model, meta)
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            save_state(out / "checkpoint.pt", state_dict(epoch + 1, 0, None, None))
+            try:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            except OSError as e:
+                raise WriteError(
+                    e.errno or errno.EIO,
+                    f"cannot append to {out / 'metrics.jsonl'} ({e.strerror}); the checkpoint of epoch "
+                    f"{epoch + 1} is saved: free space, then continue with --resume {out}",
+                ) from e
             if writer is not None:
                 for k, v in row.items():
                     if k != "epoch":

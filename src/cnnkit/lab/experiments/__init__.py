@@ -1,0 +1,55 @@
+"""The catalogue of ``cnnkit lab`` experiments, one module per claim of the lecture, in the
+lecture's order (convolutions, architectures, ingredients of training)."""
+
+from __future__ import annotations
+
+import difflib
+
+from cnnkit.lab.experiments import (
+    activation,
+    augment,
+    dense,
+    dilation,
+    ensemble,
+    init,
+    norm,
+    regularise,
+    residual,
+    schedule,
+    se,
+    separable,
+    shuffle,
+    wide,
+)
+from cnnkit.lab.spec import Experiment
+
+__all__ = ["EXPERIMENTS", "get_experiment"]
+
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        separable.EXPERIMENT,
+        shuffle.EXPERIMENT,
+        dilation.EXPERIMENT,
+        residual.EXPERIMENT,
+        wide.EXPERIMENT,
+        ensemble.EXPERIMENT,
+        dense.EXPERIMENT,
+        se.EXPERIMENT,
+        regularise.EXPERIMENT,
+        norm.EXPERIMENT,
+        init.EXPERIMENT,
+        augment.EXPERIMENT,
+        schedule.EXPERIMENT,
+        activation.EXPERIMENT,
+    )
+}
+
+
+def get_experiment(name: str) -> Experiment:
+    """The experiment called ``name``; unknown names raise with the closest ones."""
+    if name not in EXPERIMENTS:
+        close = difflib.get_close_matches(name, list(EXPERIMENTS), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown experiment {name!r}{hint}; choose from {', '.join(EXPERIMENTS)} or all")
+    return EXPERIMENTS[name]

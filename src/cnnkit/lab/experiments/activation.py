@@ -1,0 +1,174 @@
+"""Activation functions (lecture slides "Activation Functions": sigmoid and tanh, marked
+"Saturated", then ReLU, LeakyReLU, PReLU, SoftPlus, Swish, GELU, Sine).
+
+The lecture: sigmoid and tanh saturate -- their gradient vanishes for large |z| -- so nets
+built on them train slowly; the ReLU family does not saturate for z > 0. Every activation
+of :mod:`cnnkit.layers.act` trains the same net (fmnet without normalisation, so nothing
+rescales the pre-activations), with identity as the linear baseline.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import torch
+
+from cnnkit.lab.common import (
+    arm_numbers,
+    arm_table,
+    bar_figure,
+    budgets,
+    curves_figure,
+    mean,
+    new_figure,
+    pct,
+    save_figure,
+)
+from cnnkit.lab.spec import Arm, Budget, Context, Experiment, FigureRef, Table, Verdict, combine
+
+__all__ = ["EXPERIMENT"]
+
+SATURATING = ("sigmoid", "tanh")
+NON_SATURATING = ("relu", "leaky_relu", "prelu", "softplus", "swish", "gelu", "gelu_tanh", "quick_gelu")
+OTHERS = ("sine", "identity")  # swish and silu are the same function; silu is left out
+_NET = {"model_kwargs": {"widths": [16, 32, 64], "stem_width": 16}, "norm": "none", "lr": 0.05}
+ARMS = tuple(Arm(a, "fmnet", {**_NET, "act": a}, label=a) for a in (*SATURATING, *NON_SATURATING, *OTHERS))
+
+
+def measure(ctx: Context) -> dict[str, Any]:
+    arms = {a.name: arm_numbers(ctx, a.name) for a in ARMS}
+    # speed of training: the mean training loss over the epochs (the area under the loss curve)
+    auc = {k: mean([mean([float(h["train_loss"]) for h in r.history]) for r in ctx.ok_runs(k)]) for k in arms}
+    finite = [auc[k] for k in NON_SATURATING if auc[k] == auc[k]]
+    return {
+        "arms": arms,
+        "loss_auc": auc,
+        "non_saturating_median": statistics.median(finite) if finite else float("nan"),
+        "top1": {k: v["test_top1_mean"] for k, v in arms.items()},
+    }
+
+
+def judge(n: dict[str, Any]) -> Verdict:
+    auc, med = n["loss_auc"], n["non_saturating_median"]
+    checks: list[tuple[str, bool | None]] = [
+        (
+            f"{a} trains slower than the median non-saturating activation (mean training loss "
+            f"{auc[a]:.3f} vs {med:.3f})",
+            None if auc[a] != auc[a] or med != med else auc[a] > med,
+        )
+        for a in SATURATING
+    ]
+    top = n["top1"]
+    best = max(top, key=lambda k: top[k] if top[k] == top[k] else -1.0)
+    return combine(
+        checks,
+        f"mean training loss: sigmoid {auc['sigmoid']:.3f}, tanh {auc['tanh']:.3f}, non-saturating median "
+        f"{med:.3f}; best test top-1 {best} {pct(top[best])}",
+    )
+
+
+def tables(n: dict[str, Any]) -> list[Table]:
+    rows = [
+        [
+            k,
+            "saturating" if k in SATURATING else "other" if k in OTHERS else "non-saturating",
+            f"{n['loss_auc'][k]:.4f}",
+            pct(n["top1"][k]),
+        ]
+        for k in n["arms"]
+    ]
+    return [
+        Table(
+            "Speed of training and accuracy per activation",
+            ["activation", "kind", "mean train loss", "test top-1"],
+            rows,
+        ),
+        arm_table(n["arms"]),
+    ]
+
+
+def _functions_figure() -> Any:
+    from cnnkit.layers.act import get_act
+
+    z = torch.linspace(-5, 5, 401, requires_grad=True)
+    fig = new_figure(10, 3.6)
+    ax_f, ax_d = fig.subplots(1, 2)
+    for i, name in enumerate((*SATURATING, *NON_SATURATING, *OTHERS)):
+        torch.manual_seed(0)
+        f = get_act(name)()
+        y = f(z.clone())
+        (g,) = torch.autograd.grad(y.sum(), z)
+        style = "-" if name in SATURATING else "--" if name in OTHERS else ":"
+        ax_f.plot(
+            z.detach(),
+            y.detach(),
+            style,
+            color=f"C{i % 10}",
+            label=name,
+            lw=1.6 if name in SATURATING else 1.0,
+        )
+        ax_d.plot(z.detach(), g, style, color=f"C{i % 10}", lw=1.6 if name in SATURATING else 1.0)
+    ax_f.set(title="activation", xlabel="z", ylim=(-1.5, 5))
+    ax_d.set(title="derivative: saturating ones vanish for large |z|", xlabel="z", ylim=(-0.2, 1.3))
+    ax_f.legend(fontsize=6, ncol=2)
+    for ax in (ax_f, ax_d):
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
+    loss = [("train loss", lambda h: float(h["train_loss"]), "-")]
+    return [
+        save_figure(_functions_figure(), ctx, "functions", "Each activation and its derivative (autograd)."),
+        save_figure(
+            curves_figure(
+                ctx,
+                [
+                    ("saturating vs ReLU", ["sigmoid", "tanh", "relu", "gelu"]),
+                    ("all", [a.name for a in ARMS]),
+                ],
+                metrics=loss,
+                ylabel="training loss",
+            ),
+            ctx,
+            "loss",
+            "Training loss by epoch (mean over seeds).",
+        ),
+        save_figure(
+            bar_figure(
+                [(k, v["test_top1"]) for k, v in n["arms"].items()],
+                ylabel="test top-1 (%)",
+                title="accuracy",
+                zoom=False,
+            ),
+            ctx,
+            "accuracy",
+            "Test top-1 per activation.",
+        ),
+    ]
+
+
+EXPERIMENT = Experiment(
+    name="activation",
+    title="Saturating activations train slowly",
+    claim=(
+        "Sigmoid and tanh saturate (their gradient vanishes for large |z|), so they train slower than "
+        "ReLU, LeakyReLU, PReLU, SoftPlus, Swish and GELU."
+    ),
+    slide="Activation Functions",
+    rule=(
+        "Per saturating activation: its mean training loss over the epochs exceeds the median of the eight "
+        "non-saturating ones. Both: reproduced; one: partly; none: not reproduced."
+    ),
+    budgets=budgets(
+        quick=Budget(epochs=3, train_subset=2000, test_subset=1000, seeds=1, batch_size=64),
+        full=Budget(epochs=15, seeds=2, batch_size=128),
+    ),
+    arms=ARMS,
+    measure=measure,
+    judge=judge,
+    tables=tables,
+    figures=figures,
+    notes="fmnet narrowed to 16-32-64 channels, without normalisation (norm none) and with lr 0.05.",
+)

@@ -1,0 +1,249 @@
+"""The ``cnnkit viz`` commands: figures of a trained run (or of a zoo model) as PNG files.
+
+``filters``, ``features`` and ``saliency`` read a run folder written by ``cnnkit train``
+(its ``model.safetensors`` and ``config.yaml``); ``histograms`` takes a run or a fresh zoo
+model with an ``--init`` scheme; ``lr`` draws the schedule a run was trained with; ``rf``
+the receptive-field growth of a zoo model. :func:`add_viz_commands` registers them; torch,
+the zoo and matplotlib load only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_viz_commands"]
+
+
+def _run_folder(run: str) -> Path:
+    p = Path(run)
+    folder = p.parent if p.is_file() else p
+    if not (folder / "model.safetensors").is_file():
+        raise ValueError(
+            f"{run} is not a cnnkit run folder (no model.safetensors); train one with `cnnkit train`"
+        )
+    return folder
+
+
+def _run_config(folder: Path) -> dict[str, Any]:
+    import yaml
+
+    path = folder / "config.yaml"
+    if not path.is_file():
+        raise ValueError(f"{folder} has no config.yaml; pass --image to choose the input")
+    data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+    return data
+
+
+def _images(args: argparse.Namespace, meta: dict[str, Any], folder: Path | None, count: int) -> Any:
+    """Standardised images (N, C, H, W) and labels (or None): ``--image`` files, else test images from ``--index``."""
+    import torch
+
+    mean = torch.tensor(meta["mean"])[:, None, None]
+    std = torch.tensor(meta["std"])[:, None, None]
+    chans, size = int(meta["in_chans"]), int(meta.get("image_size", 28))
+    if getattr(args, "image", None):
+        from torchvision.io import ImageReadMode, decode_image
+        from torchvision.transforms.v2.functional import center_crop, resize
+
+        imgs = []
+        for path in args.image:
+            try:
+                img = decode_image(path, mode=ImageReadMode.GRAY if chans == 1 else ImageReadMode.RGB)
+            except (RuntimeError, OSError) as e:
+                raise ValueError(f"{path}: cannot read the image ({e})") from e
+            imgs.append(center_crop(resize(img, [size], antialias=True), [size, size]))
+        return (torch.stack(imgs).float() / 255 - mean) / std, None
+    from cnnkit.data.sources import load_dataset
+
+    dataset = args.dataset or (_run_config(folder)["dataset"] if folder is not None else "fashion-mnist")
+    data_dir = args.data_dir or (_run_config(folder).get("data_dir") if folder is not None else None)
+    data = load_dataset(dataset, data_dir=data_dir)
+    n = len(data.test_y)
+    if not 0 <= args.index < n:
+        raise ValueError(f"--index must be in 0..{n - 1} for {dataset}; got {args.index}")
+    sel = slice(args.index, min(args.index + count, n))
+    return (data.test_x[sel].float() / 255 - mean) / std, data.test_y[sel]
+
+
+def _load(run: str) -> tuple[Any, dict[str, Any], Path]:
+    from cnnkit.train.checkpoint import load_run
+
+    folder = _run_folder(run)
+    model, meta = load_run(folder)
+    return model, meta, folder
+
+
+def _done(path: str) -> int:
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_filters(args: argparse.Namespace) -> int:
+    from cnnkit.viz.maps import plot_filters
+
+    model, _, folder = _load(args.run)
+    plot_filters(model, output=args.output, title=f"first-layer filters of {folder.name}")
+    return _done(args.output)
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from cnnkit.viz.maps import feature_maps, plot_feature_maps
+
+    model, meta, folder = _load(args.run)
+    x, _ = _images(args, meta, folder, 1)
+    name, maps = feature_maps(model, x[0], args.layer)
+    plot_feature_maps(x[0], maps, layer=name, output=args.output)
+    return _done(args.output)
+
+
+def _cmd_saliency(args: argparse.Namespace) -> int:
+    from cnnkit.viz.maps import plot_saliency, saliency
+
+    model, meta, folder = _load(args.run)
+    x, y = _images(args, meta, folder, args.count)
+    classes = meta.get("classes") or [str(i) for i in range(int(meta["num_classes"]))]
+    maps, titles = [], []
+    for i in range(len(x)):
+        sal, k = saliency(model, x[i])
+        maps.append(sal)
+        titles.append(f"pred {classes[k]}" + ("" if y is None else f"\ntrue {classes[int(y[i])]}"))
+    plot_saliency(list(x), maps, titles=titles, output=args.output)
+    return _done(args.output)
+
+
+def _cmd_histograms(args: argparse.Namespace) -> int:
+    import torch
+
+    from cnnkit.viz.stats import layer_stats, plot_activation_histograms, plot_layer_scales
+
+    if (args.run is None) == (args.model is None):
+        raise ValueError("viz histograms takes a run folder or --model NAME (one of them)")
+    if args.run is not None:
+        model, meta, folder = _load(args.run)
+        label = folder.name
+    else:
+        from cnnkit.data.sources import load_dataset
+        from cnnkit.layers.init import init_weights
+        from cnnkit.models.registry import create_model
+
+        data = load_dataset(args.dataset or "fashion-mnist", data_dir=args.data_dir)
+        c, h, _ = data.image_shape
+        torch.manual_seed(0)
+        model = create_model(args.model, num_classes=data.num_classes, in_chans=c, small_input=h < 64)
+        init_weights(model, args.init)
+        m, s = data.mean_std()
+        meta = {"mean": m.tolist(), "std": s.tolist(), "in_chans": c, "image_size": h}
+        folder, label = None, f"{args.model}, init {args.init}"
+    x, y = _images(args, meta, folder, args.count)
+    stats = {label: layer_stats(model, x, y)}
+    plot_activation_histograms(stats, output=args.output)
+    print(f"wrote {args.output}")
+    if args.scales:
+        plot_layer_scales(stats, output=args.scales)
+        print(f"wrote {args.scales}")
+    return 0
+
+
+def _cmd_lr(args: argparse.Namespace) -> int:
+    from cnnkit.train.schedule import Schedule
+    from cnnkit.viz.plots import plot_schedules
+
+    folder = Path(args.run)
+    cfg = _run_config(folder)
+    n = cfg.get("train_subset")
+    if n is None:
+        from cnnkit.data.sources import load_dataset
+
+        n = len(load_dataset(cfg["dataset"], data_dir=cfg.get("data_dir")).train_y)
+    spe = max(int(n) // int(cfg["batch_size"]), 1)
+    sched = Schedule(
+        cfg["sched"],
+        spe * int(cfg["epochs"]),
+        spe,
+        warmup_steps=round(float(cfg["warmup_epochs"]) * spe),
+        min_lr_ratio=float(cfg["min_lr"]) / float(cfg["lr"]),
+        decay_epochs=float(cfg["decay_epochs"]),
+        milestones=tuple(cfg["decay_milestones"]),
+        decay_rate=float(cfg["decay_rate"]),
+    )
+    plot_schedules({f"{cfg['sched']} ({folder.name})": sched}, lr=float(cfg["lr"]), output=args.output)
+    return _done(args.output)
+
+
+def _cmd_rf(args: argparse.Namespace) -> int:
+    from cnnkit.analysis.plot import plot_receptive_field
+    from cnnkit.analysis.summary import build_on_meta
+    from cnnkit.models.registry import create_model
+
+    size = tuple(args.input_size)
+    model = build_on_meta(
+        create_model, args.model, in_chans=size[0], num_classes=10, small_input=args.small_input
+    )
+    plot_receptive_field(model, size, output=args.output, title=f"receptive field of {args.model}")
+    return _done(args.output)
+
+
+def add_viz_commands(sub: Any) -> None:
+    """Register ``cnnkit viz ...`` on the ``cnnkit`` subcommand parser ``sub``."""
+    viz = sub.add_parser(
+        "viz", help="figures of a trained run: filters, feature maps, saliency, histograms, lr, rf"
+    )
+    vsub = viz.add_subparsers(dest="viz_command", required=True, metavar="FIGURE")
+
+    def image_args(p: argparse.ArgumentParser, count: int | None) -> None:
+        p.add_argument("--image", nargs="+", help="image files (default: test images of the run's dataset)")
+        p.add_argument("--index", type=int, default=0, help="first test image to use (default: 0)")
+        if count is not None:
+            p.add_argument(
+                "--count", type=int, default=count, help=f"how many test images (default: {count})"
+            )
+        p.add_argument("--dataset", default=None, help="dataset of the test images (default: the run's)")
+        p.add_argument("--data-dir", default=None)
+
+    p = vsub.add_parser("filters", help="the first layer's filters (Zeiler & Fergus)")
+    p.add_argument("run", help="run folder of `cnnkit train`")
+    p.add_argument("-o", "--output", default="filters.png")
+    p.set_defaults(func=_cmd_filters)
+
+    p = vsub.add_parser("features", help="the feature maps of one image after a layer")
+    p.add_argument("run", help="run folder of `cnnkit train`")
+    p.add_argument("--layer", default=None, help="module name (default: the first convolution)")
+    image_args(p, None)
+    p.add_argument("-o", "--output", default="features.png")
+    p.set_defaults(func=_cmd_features)
+
+    p = vsub.add_parser("saliency", help="saliency maps: |d class score / d pixel| (Simonyan et al.)")
+    p.add_argument("run", help="run folder of `cnnkit train`")
+    image_args(p, 6)
+    p.add_argument("-o", "--output", default="saliency.png")
+    p.set_defaults(func=_cmd_saliency)
+
+    p = vsub.add_parser("histograms", help="per-layer activation histograms (a run, or --model with --init)")
+    p.add_argument("run", nargs="?", default=None, help="run folder of `cnnkit train`")
+    p.add_argument("--model", default=None, help="a fresh zoo model instead of a run")
+    p.add_argument("--init", default="default", help="init scheme for --model (cnnkit.layers.init)")
+    image_args(p, 256)
+    p.add_argument("--scales", default=None, help="also write the per-layer std plot to this file")
+    p.add_argument("-o", "--output", default="histograms.png")
+    p.set_defaults(func=_cmd_histograms)
+
+    p = vsub.add_parser("lr", help="the learning-rate schedule a run was trained with")
+    p.add_argument("run", help="run folder of `cnnkit train`")
+    p.add_argument("-o", "--output", default="lr.png")
+    p.set_defaults(func=_cmd_lr)
+
+    p = vsub.add_parser("rf", help="receptive-field growth of a zoo model")
+    p.add_argument("model", help="zoo model name")
+    p.add_argument("--input-size", type=int, nargs=3, default=[1, 28, 28], metavar=("C", "H", "W"))
+    p.add_argument("--small-input", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("-o", "--output", default="rf.png")
+    p.set_defaults(func=_cmd_rf)
+
+    def _no_figure(_: argparse.Namespace) -> int:
+        viz.print_help(sys.stderr)
+        return 2
+
+    viz.set_defaults(func=_no_figure)

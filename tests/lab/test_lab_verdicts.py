@@ -1,0 +1,89 @@
+"""Verdicts come from the measured numbers by the stated rule: the same judge gives opposite
+verdicts for opposite numbers. The measurements that need no training are checked against
+the lecture: the dilated stack's 3, 7, 15 and the initialisation slides' collapse and
+saturation."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnkit.lab.common import paired_difference, paired_verdict
+from cnnkit.lab.experiments import dilation, ensemble, init, residual, separable
+from cnnkit.lab.spec import Context
+
+
+def test_residual_verdict_follows_the_gaps() -> None:
+    def verdict(plain: float, res: float) -> str:
+        return residual.judge({"plain_gap": plain, "residual_gap": res}).verdict
+
+    assert verdict(0.05, -0.01) == "reproduced"  # deeper plain worse, deeper residual not
+    assert verdict(0.05, 0.045) == "partly"  # both degrade alike
+    assert verdict(-0.02, 0.03) == "not reproduced"
+    assert verdict(math.nan, 0.0) == "inconclusive"
+
+
+def test_separable_verdict_follows_ratio_and_accuracy_cost() -> None:
+    def verdict(ratio: float | None, cost: float) -> str:
+        return separable.judge({"mult_add_ratio": ratio, "accuracy_cost": {"mean": cost}}).verdict
+
+    assert verdict(8.6, 0.011) == "reproduced"  # the lecture's table 4
+    assert verdict(8.6, 0.05) == "partly"
+    assert verdict(3.0, 0.05) == "not reproduced"
+    assert verdict(None, 0.01) == "inconclusive"
+
+
+def test_ensemble_verdict_compares_fusion_with_members() -> None:
+    members = {"a": 0.80, "b": 0.84, "c": 0.78}
+    assert ensemble.judge({"members": members, "fusion": 0.86}).verdict == "reproduced"
+    assert ensemble.judge({"members": members, "fusion": 0.82}).verdict == "partly"
+    assert ensemble.judge({"members": members, "fusion": 0.75}).verdict == "not reproduced"
+    assert ensemble.judge({"members": {}, "fusion": None}).verdict == "inconclusive"
+
+
+def test_paired_verdict_needs_a_gain_beyond_the_noise() -> None:
+    assert (
+        paired_verdict(paired_difference([0.9, 0.91, 0.92], [0.88, 0.885, 0.9]), "x").verdict == "reproduced"
+    )
+    assert (
+        paired_verdict(paired_difference([0.9, 0.85], [0.88, 0.86]), "x").verdict == "partly"
+    )  # +0.5 +- 1.5
+    assert paired_verdict(paired_difference([0.9], [0.88]), "x").verdict == "partly"  # one seed
+    assert paired_verdict(paired_difference([0.8, 0.8], [0.85, 0.84]), "x").verdict == "not reproduced"
+    assert paired_verdict(paired_difference([], []), "x").verdict == "inconclusive"
+    d = paired_difference([0.5, 0.7], [0.4, 0.4])
+    assert d["mean"] == pytest.approx(0.2) and d["se"] == pytest.approx(0.1) and d["wins"] == 2
+
+
+def test_dilation_reproduces_the_lectures_3_7_15(tmp_path: Path) -> None:
+    exp = dilation.EXPERIMENT
+    ctx = Context(exp, "smoke", exp.budgets["smoke"], "synthetic", tmp_path, {})
+    n = exp.measure(ctx)
+    assert n["dilated"]["rf_analysis"][:3] == [3, 7, 15]
+    assert n["dilated"]["rf_gradient"] == n["dilated"]["rf_analysis"] == [3, 7, 15, 31, 63, 127]
+    assert n["standard"]["rf_gradient"] == [3, 5, 7, 9, 11, 13]
+    assert exp.judge(n).verdict == "reproduced"
+    # the same judge on wrong numbers
+    wrong = {**n, "dilated": {**n["dilated"], "rf_analysis": [3, 5, 7, 9, 11, 13]}}
+    assert exp.judge(wrong).verdict == "partly"
+
+
+def test_init_statistics_show_the_lectures_collapse_and_saturation() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 16, 16)  # the slides' Gaussian input
+    y = torch.randint(10, (32,))
+    s = init.init_statistics(x, y)
+    assert s["tanh, N(0, 0.01^2)"]["std_ratio"] < 1e-6  # collapse, layer by layer
+    assert s["tanh, N(0, 1)"]["saturated_last"] > 0.5  # saturation
+    assert 0.1 < s["tanh, Xavier"]["std_ratio"] < 10
+    assert s["relu, Xavier"]["std_ratio"] < 0.1 < s["relu, Kaiming"]["std_ratio"] < 10
+    assert s["relu, constant 0.01"]["distinct_filters"] == 1  # symmetry never broken
+    assert s["tanh, Xavier"]["distinct_filters"] == 64
+    assert s["relu, zero"]["grad_norm_total"] == 0.0
+    layers = s["tanh, N(0, 0.01^2)"]["stats"].layers
+    assert len(layers) == 19  # the 19 convolutions of the plain 20-layer net, each followed by tanh
+    assert all(b.std < a.std for a, b in itertools.pairwise(layers))
