@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cnnkit.lab.common import paired_difference, paired_verdict
-from cnnkit.lab.experiments import dilation, ensemble, init, residual, separable
+from cnnkit.lab.experiments import activation, dilation, ensemble, init, norm, residual, separable
 from cnnkit.lab.spec import Context
 
 
@@ -87,3 +87,26 @@ def test_init_statistics_show_the_lectures_collapse_and_saturation() -> None:
     layers = s["tanh, N(0, 0.01^2)"]["stats"].layers
     assert len(layers) == 19  # the 19 convolutions of the plain 20-layer net, each followed by tanh
     assert all(b.std < a.std for a, b in itertools.pairwise(layers))
+
+
+def test_norm_verdict_uses_group_norm_as_the_control() -> None:
+    def verdict(bn: float, bn2: float, gn: float, gn2: float, none: float = 0.5) -> str:
+        top1 = {"none": none, "batch": bn, "batch-b2": bn2, "group": gn, "group-b2": gn2}
+        return norm.judge({"top1": top1, "bn_drop": bn - bn2, "gn_drop": gn - gn2}).verdict
+
+    assert verdict(0.80, 0.60, 0.79, 0.78) == "reproduced"  # small batches hurt batch norm only
+    assert verdict(0.80, 0.80, 0.79, 0.79) == "partly"  # no batch-size effect
+    assert verdict(0.40, 0.40, 0.79, 0.79) == "not reproduced"  # and no help from batch norm either
+
+
+def test_activation_verdict_compares_with_the_non_saturating_median() -> None:
+    slow = {a: 1.0 for a in activation.NON_SATURATING} | {"sigmoid": 2.0, "tanh": 1.5}
+    top1 = dict.fromkeys(slow, 0.5)
+    assert (
+        activation.judge({"loss_auc": slow, "non_saturating_median": 1.0, "top1": top1}).verdict
+        == "reproduced"
+    )
+    fast = slow | {"tanh": 0.9}
+    assert (
+        activation.judge({"loss_auc": fast, "non_saturating_median": 1.0, "top1": top1}).verdict == "partly"
+    )

@@ -100,7 +100,7 @@ def test_layer_stats_match_a_hand_computed_forward_and_backward() -> None:
     assert s.std == pytest.approx(float(a.detach().std()), rel=1e-5)
     assert s.mean == pytest.approx(float(a.detach().mean()), abs=1e-6)
     assert s.grad_std == pytest.approx(float(a.grad.std()), rel=1e-5)
-    assert stats.loss == pytest.approx(float(loss), rel=1e-6)
+    assert stats.loss == pytest.approx(float(loss.detach()), rel=1e-6)
     # the weight gradient norms are autograd's; the model's own gradients are left as they were
     net.zero_grad()
     F.cross_entropy(net(x), y).backward()

@@ -215,7 +215,9 @@ def load_test_split(ctx: Context, run: ArmRun | None = None) -> tuple[torch.Tens
 
     if run is None:
         run = next((r for rs in ctx.runs.values() for r in rs if r.config), None)
-    cfg: dict[str, Any] = run.config if run is not None else {"dataset": ctx.dataset, "data_dir": ctx.data_dir}
+    cfg: dict[str, Any] = (
+        run.config if run is not None else {"dataset": ctx.dataset, "data_dir": ctx.data_dir}
+    )
     data = load_dataset(cfg["dataset"], data_dir=cfg.get("data_dir"), image_size=cfg.get("image_size"))
     x, y = data.test_x, data.test_y
     n = cfg.get("test_subset", ctx.budget.test_subset)
