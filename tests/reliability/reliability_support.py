@@ -33,6 +33,8 @@ AUGMENTED = [
 ]  # fmt: skip
 STEPS_PER_EPOCH = 8
 CHILD_TIMEOUT = 150  # seconds; a hung child fails its test instead of stalling CI
+# pytest-xdist worker: the cores are already shared between workers, and each runs only some tests
+UNDER_XDIST = "PYTEST_XDIST_WORKER" in os.environ
 
 
 def cnnkit(*args: str) -> list[str]:
@@ -156,3 +158,41 @@ def assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
 def temporaries(folder: Path) -> list[str]:
     """atomic_write's temporary files in ``folder`` (".<name>.<8 random chars>.tmp")."""
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp"))
+
+
+# the uninterrupted runs: name -> flags added to TINY + AUGMENTED
+UNINTERRUPTED = {
+    "reference": [],
+    "repeat": [],  # the same command in another process
+    "threads2": ["--threads", "2"],  # on two intra-op threads (overrides TINY's one)
+}
+
+
+class Uninterrupted:
+    """Runs of ``TINY + AUGMENTED`` that nothing interrupts, shared by the session's tests.
+
+    Each starts in the background on first request, so it uses a free core while a test kills
+    and resumes other processes; :meth:`finished` waits for it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.children: dict[str, Child] = {}
+
+    def start(self, *names: str) -> None:
+        for name in names:
+            if name not in self.children:
+                argv = cnnkit(
+                    "train", *TINY, *AUGMENTED, *UNINTERRUPTED[name], "--output", str(self.root / name)
+                )
+                self.children[name] = Child(argv, self.root)
+
+    def finished(self, name: str) -> Path:
+        self.start(name)
+        res = self.children[name].wait()
+        assert res.returncode == 0, res.stderr[-3000:]
+        return self.root / name
+
+    def close(self) -> None:
+        for child in self.children.values():
+            child.close()

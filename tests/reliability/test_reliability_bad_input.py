@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import torch
 from PIL import Image
-from reliability_support import DATA, MACHINE, MODEL, TINY, Result, cnnkit, run_many
+from reliability_support import DATA, MACHINE, MODEL, TINY, UNDER_XDIST, Result, cnnkit, run_many
 
 from cnnkit import cli
 
@@ -231,45 +231,63 @@ class Outcome:
     before: dict[str, tuple[int, int]]
 
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory, trained_run: Path) -> Iterator[dict[str, Outcome]]:
-    root = tmp_path_factory.mktemp("cases")
-    jobs, names, skipped, mounts = [], [], {}, []
-    for i, (name, case) in enumerate(CASES.items()):
-        folder = root / f"case{i:02d}"
-        folder.mkdir()
-        if name in NEEDS_RUN:
-            shutil.copytree(trained_run, folder / "run")
-            plant_files(name, folder, folder / "run")
-        try:
-            if case.setup:
-                case.setup(folder)
-        except CannotMount:
-            skipped[name] = Outcome(None, folder, {})
-            continue
-        if case.setup is read_only_mount:
-            mounts.append(folder / "ro")
-        names.append(name)
-        jobs.append((cnnkit(*case.argv), folder))
-    befores = {name: snapshot(folder) for name, (_, folder) in zip(names, jobs, strict=True)}
-    try:
-        results = run_many(jobs)
-        yield {
-            **skipped,
-            **{
-                n: Outcome(r, folder, befores[n])
-                for n, r, (_, folder) in zip(names, results, jobs, strict=True)
-            },
-        }
-    finally:
-        for m in mounts:
+class Outcomes:
+    """Each case's folder, set up, and the result of its command, run on first request.
+
+    In a plain pytest run the first request runs every case side by side; under pytest-xdist
+    (``-n 2``: the workers already fill the cores, and each worker runs only its share of the
+    cases) a request runs only its own case.
+    """
+
+    def __init__(self, root: Path, trained_run: Path) -> None:
+        self.root, self.trained_run = root, trained_run
+        self.done: dict[str, Outcome] = {}
+        self.mounts: list[Path] = []
+
+    def __getitem__(self, name: str) -> Outcome:
+        if name not in self.done:
+            self._run([name] if UNDER_XDIST else [n for n in CASES if n not in self.done])
+        return self.done[name]
+
+    def _run(self, names: list[str]) -> None:
+        ready: list[tuple[str, Path]] = []
+        for name in names:
+            folder = self.root / f"case{list(CASES).index(name):02d}"
+            folder.mkdir()
+            case = CASES[name]
+            if name in NEEDS_RUN:
+                shutil.copytree(self.trained_run, folder / "run")
+                plant_files(name, folder, folder / "run")
+            try:
+                if case.setup:
+                    case.setup(folder)
+            except CannotMount:
+                self.done[name] = Outcome(None, folder, {})
+                continue
+            if case.setup is read_only_mount:
+                self.mounts.append(folder / "ro")
+            ready.append((name, folder))
+        befores = {name: snapshot(folder) for name, folder in ready}
+        results = run_many([(cnnkit(*CASES[name].argv), folder) for name, folder in ready])
+        for (name, folder), res in zip(ready, results, strict=True):
+            self.done[name] = Outcome(res, folder, befores[name])
+
+    def close(self) -> None:
+        for m in self.mounts:
             subprocess.run(["umount", str(m)], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory, trained_run: Path) -> Iterator[Outcomes]:
+    found = Outcomes(tmp_path_factory.mktemp("cases"), trained_run)
+    yield found
+    found.close()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_is_one_line_exit_2_and_nothing_written(name: str, outcomes: dict[str, Outcome]) -> None:
+def test_bad_input_is_one_line_exit_2_and_nothing_written(name: str, outcomes: Outcomes) -> None:
     out = outcomes[name]
     if out.result is None:
         pytest.skip("cannot mount a read-only tmpfs here (needs root)")

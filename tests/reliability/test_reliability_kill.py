@@ -19,7 +19,6 @@ are split differently across threads), and the test records how far apart they e
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,8 @@ from reliability_support import (
     AUGMENTED,
     CHILD_TIMEOUT,
     TINY,
-    Child,
+    UNDER_XDIST,
+    Uninterrupted,
     assert_bitwise_equal,
     cnnkit,
     kill_at,
@@ -56,27 +56,12 @@ def metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def background(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Path, Child]]]:
-    """Uninterrupted runs, started at once so they use the second core while the kills run."""
-    root = tmp_path_factory.mktemp("uninterrupted")
-    runs = {
-        "reference": [],
-        "repeat": [],  # the same command in another process
-        "threads2": ["--threads", "2"],  # the same run on two intra-op threads (overrides TINY's 1)
-    }
-    children = {
-        name: (root / name, Child(train_argv(root / name, *extra), root)) for name, extra in runs.items()
-    }
-    yield children
-    for _, child in children.values():
-        child.close()
-
-
-def finished(background: dict[str, tuple[Path, Child]], name: str) -> Path:
-    out, child = background[name]
-    res = child.wait()
-    assert res.returncode == 0, res.stderr[-3000:]
-    return out
+def runs(uninterrupted: Uninterrupted) -> Uninterrupted:
+    """The uninterrupted runs this module compares against, all started at once (under
+    pytest-xdist each starts when a test of this worker first needs it)."""
+    if not UNDER_XDIST:
+        uninterrupted.start("reference", "repeat", "threads2")
+    return uninterrupted
 
 
 def state_position(path: Path) -> tuple[int, int]:
@@ -87,8 +72,9 @@ def state_position(path: Path) -> tuple[int, int]:
 
 @pytest.mark.timeout(8 * CHILD_TIMEOUT)
 def test_six_kills_then_resume_is_bitwise_equal_to_an_uninterrupted_run(
-    background: dict[str, tuple[Path, Child]], tmp_path: Path
+    runs: Uninterrupted, tmp_path: Path
 ) -> None:
+    runs.start("reference")  # alongside, on the other core
     out = tmp_path / "run"
     ckpt = out / "checkpoint.pt"
     # Checkpoints every 5 steps (8 per epoch) and at each epoch's end. Global step g (1-based)
@@ -137,7 +123,7 @@ def test_six_kills_then_resume_is_bitwise_equal_to_an_uninterrupted_run(
     assert res.returncode == 0, res.stderr[-3000:]
     assert temporaries(out) == []
 
-    reference = finished(background, "reference")
+    reference = runs.finished("reference")
     assert_bitwise_equal(weights(out), weights(reference))
     assert_bitwise_equal(load_state(ckpt)["model"], load_state(reference / "checkpoint.pt")["model"])
     assert_bitwise_equal(load_state(ckpt)["ema"], load_state(reference / "checkpoint.pt")["ema"])
@@ -152,11 +138,11 @@ def test_six_kills_then_resume_is_bitwise_equal_to_an_uninterrupted_run(
 
 
 def test_the_same_seed_in_another_process_gives_bitwise_equal_weights(
-    background: dict[str, tuple[Path, Child]],
+    runs: Uninterrupted,
 ) -> None:
     from cnnkit.models.registry import create_model
 
-    reference, repeat = finished(background, "reference"), finished(background, "repeat")
+    reference, repeat = runs.finished("reference"), runs.finished("repeat")
     assert_bitwise_equal(weights(repeat), weights(reference))
     assert metrics(repeat) == [
         {
@@ -179,8 +165,8 @@ def test_the_same_seed_in_another_process_gives_bitwise_equal_weights(
     )
 
 
-def test_another_thread_count_ends_close_but_not_bitwise(background: dict[str, tuple[Path, Child]]) -> None:
-    reference, threads2 = finished(background, "reference"), finished(background, "threads2")
+def test_another_thread_count_ends_close_but_not_bitwise(runs: Uninterrupted) -> None:
+    reference, threads2 = runs.finished("reference"), runs.finished("threads2")
     a, b = weights(reference), weights(threads2)
     equal = sum(torch.equal(a[k], b[k]) for k in a)
     diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
