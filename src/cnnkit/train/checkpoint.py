@@ -241,6 +241,11 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             small_input=meta.get("small_input", False),
             **meta.get("model_kwargs", {}),
         )
+        spec = meta.get("decomposition")
+        if spec:  # a run written by `cnnkit decompose`: rebuild its low-rank structure
+            from cnnkit.deploy.decompose import build_decomposed
+
+            build_decomposed(model, spec["method"], spec["ranks"])
     model.to_empty(device="cpu")
     load_model_state(model, state, weights)
     return model.eval(), meta
