@@ -139,6 +139,19 @@ def _check_common(
         raise ValueError(f"{who} needs drop_rate in [0, 1); got {drop_rate} (e.g. 0.3 as in wide ResNets)")
 
 
+def _check_basic(
+    who: str, groups: int, base_width: int, dilation: int, for_groups: str, for_dilation: str
+) -> None:
+    """Basic blocks (two 3x3 convs) have neither groups, width factors nor dilation."""
+    if groups != 1 or base_width != 64:
+        raise ValueError(
+            f"{who} supports only groups=1 and base_width=64 (got groups={groups}, "
+            f"base_width={base_width}); use {for_groups}"
+        )
+    if dilation > 1:
+        raise ValueError(f"{who} supports no dilation (got dilation={dilation}); use {for_dilation}")
+
+
 def _check_shortcut(
     who: str,
     inplanes: int,
@@ -198,13 +211,9 @@ class BasicBlock(nn.Module):
         super().__init__()
         who = type(self).__name__
         _check_common(who, inplanes, planes, stride, groups, base_width, dilation, drop_path_rate, drop_rate)
-        if groups != 1 or base_width != 64:
-            raise ValueError(
-                f"{who} supports only groups=1 and base_width=64 (got groups={groups}, "
-                f"base_width={base_width}); use Bottleneck for ResNeXt and wide ResNets"
-            )
-        if dilation > 1:
-            raise ValueError(f"{who} supports no dilation (got dilation={dilation}); use Bottleneck")
+        _check_basic(
+            who, groups, base_width, dilation, "Bottleneck for ResNeXt and wide ResNets", "Bottleneck"
+        )
         _check_shortcut(who, inplanes, planes * self.expansion, stride, downsample, shortcut, drop_path_rate)
         norm = get_norm_layer(norm_layer or "batch")
         act = get_act(act_layer or "relu")
@@ -342,13 +351,9 @@ class PreActBasicBlock(nn.Module):
         super().__init__()
         who = type(self).__name__
         _check_common(who, inplanes, planes, stride, groups, base_width, dilation, drop_path_rate, drop_rate)
-        if groups != 1 or base_width != 64:
-            raise ValueError(
-                f"{who} supports only groups=1 and base_width=64 (got groups={groups}, "
-                f"base_width={base_width}); use PreActBottleneck for grouped convolutions"
-            )
-        if dilation > 1:
-            raise ValueError(f"{who} supports no dilation (got dilation={dilation}); use PreActBottleneck")
+        _check_basic(
+            who, groups, base_width, dilation, "PreActBottleneck for grouped convolutions", "PreActBottleneck"
+        )
         _check_shortcut(who, inplanes, planes * self.expansion, stride, downsample, shortcut, drop_path_rate)
         norm = get_norm_layer(norm_layer or "batch")
         act = get_act(act_layer or "relu")
