@@ -68,6 +68,21 @@ def _load_run(run_dir: str) -> tuple[Any, dict[str, Any]]:
     return load_run(run_dir)
 
 
+def _check_data(run: str, meta: dict[str, Any], data: Any, dataset: str) -> None:
+    """Refuse test data a run cannot take, before any forward pass, naming both sides."""
+    chans, classes = int(meta["in_chans"]), int(meta["num_classes"])
+    if data.image_shape[0] != chans:
+        raise ValueError(
+            f"{run} was trained on {chans}-channel images; {dataset} has {data.image_shape[0]}-channel "
+            f"images (evaluate it on {chans}-channel data like its training set)"
+        )
+    if int(data.test_y.max()) >= classes:
+        raise ValueError(
+            f"{run} predicts {classes} classes; {dataset} has labels up to {int(data.test_y.max())} "
+            "(evaluate it on the dataset it was trained on)"
+        )
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -76,6 +91,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     model, meta = _load_run(args.checkpoint)
     data = load_dataset(args.dataset, data_dir=args.data_dir, image_size=meta.get("image_size"))
+    _check_data(args.checkpoint, meta, data, args.dataset)
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
     res = evaluate(model, data.test_x, data.test_y, mean, std, batch_size=args.batch_size)
     out = {
@@ -103,6 +119,8 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
 
     members = [_load_run(d) for d in args.runs]
     data = load_dataset(args.dataset, data_dir=args.data_dir, image_size=members[0][1].get("image_size"))
+    for run, (_, meta) in zip(args.runs, members, strict=True):
+        _check_data(run, meta, data, args.dataset)
     rows = ensemble_eval(
         [(m, torch.tensor(meta["mean"]), torch.tensor(meta["std"])) for m, meta in members],
         data.test_x,
@@ -121,19 +139,15 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     import torch
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2.functional import center_crop, resize
+
+    from cnnkit.data.imagefolder import read_image
 
     model, meta = _load_run(args.checkpoint)
     size, chans = int(meta.get("image_size", 28)), int(meta["in_chans"])
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
     classes = meta.get("classes") or [str(i) for i in range(meta["num_classes"])]
     for path in args.images:
-        try:
-            img = decode_image(path, mode=ImageReadMode.GRAY if chans == 1 else ImageReadMode.RGB)
-        except (RuntimeError, OSError) as e:
-            raise ValueError(f"{path}: cannot read the image ({e})") from e
-        img = center_crop(resize(img, [size], antialias=True), [size, size])
+        img = read_image(path, channels=chans, size=size)
         x = (img[None].float() / 255 - mean[:, None, None]) / std[:, None, None]
         with torch.no_grad():
             p = model(x).softmax(1)[0]

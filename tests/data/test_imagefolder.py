@@ -143,7 +143,13 @@ def test_nested_images_count_and_other_files_are_skipped(tmp_path: Path) -> None
     (root / "val" / "bird").mkdir()
     write_png(_solid(COLOURS["bird"], 5, 5), str(root / "val" / "bird" / "b.png"))
     (root / "train" / "dog" / "README.txt").write_text("not an image")
-    (root / "train" / "dog" / "scan.bmp").write_bytes(b"BM no decoder for this")
+    (root / "train" / "dog" / "notes.md").write_bytes(b"# not an image either")
+    # a BMP is one of torchvision ImageFolder's extensions, read like the PNGs
+    from PIL import Image
+
+    Image.new("RGB", (5, 5), COLOURS["dog"]).save(root / "train" / "dog" / "scan.bmp")
     ds = load_imagefolder(root, image_size=4)
     assert ds.classes == ["bird", "cat", "dog"]
-    assert sorted(ds.train_y.tolist()) == [0, 1, 2]
+    assert sorted(ds.train_y.tolist()) == [0, 1, 2, 2]
+    dog = ds.train_x[ds.train_y == 2]
+    assert (dog == torch.tensor(COLOURS["dog"], dtype=torch.uint8)[:, None, None]).all()

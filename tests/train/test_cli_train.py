@@ -301,3 +301,22 @@ def test_no_arguments_runs_the_default_recipe() -> None:
     # flags still override the recipe, and `--recipe plain` drops it
     assert config_from_args({"epochs": 1}).epochs == 1
     assert config_from_args({"recipe": "plain"}).hflip == 0.0
+
+
+@pytest.mark.parametrize(
+    ("shape", "top_label", "message"),
+    [
+        ((3, 28, 28), 9, r"run was trained on 1-channel images; d has 3-channel images"),
+        ((1, 28, 28), 99, r"run predicts 10 classes; d has labels up to 99"),
+    ],
+)
+def test_eval_refuses_data_the_run_cannot_take(
+    shape: tuple[int, int, int], top_label: int, message: str
+) -> None:
+    from types import SimpleNamespace
+
+    data = SimpleNamespace(image_shape=shape, test_y=torch.tensor([0, top_label]))
+    with pytest.raises(ValueError, match=message):
+        cli._check_data("run", {"in_chans": 1, "num_classes": 10}, data, "d")
+    ok = SimpleNamespace(image_shape=(1, 28, 28), test_y=torch.tensor([0, 9]))
+    cli._check_data("run", {"in_chans": 1, "num_classes": 10}, ok, "d")  # the matching data passes

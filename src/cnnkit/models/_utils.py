@@ -25,7 +25,7 @@ def check_input(module: nn.Module, args: tuple[Any, ...]) -> None:
     if x.shape[1] != in_chans:
         raise ValueError(
             f"{name} was built for {in_chans}-channel inputs; got {x.shape[1]} channels "
-            f"(build it with in_chans={x.shape[1]}, or --in-chans)"
+            f"(build it with in_chans={x.shape[1]}, or give it {in_chans}-channel images)"
         )
     m: int = module.min_input_size  # type: ignore[assignment]
     h, w = int(x.shape[-2]), int(x.shape[-1])

@@ -45,16 +45,9 @@ def _images(args: argparse.Namespace, meta: dict[str, Any], folder: Path | None,
     std = torch.tensor(meta["std"])[:, None, None]
     chans, size = int(meta["in_chans"]), int(meta.get("image_size", 28))
     if getattr(args, "image", None):
-        from torchvision.io import ImageReadMode, decode_image
-        from torchvision.transforms.v2.functional import center_crop, resize
+        from cnnkit.data.imagefolder import read_image
 
-        imgs = []
-        for path in args.image:
-            try:
-                img = decode_image(path, mode=ImageReadMode.GRAY if chans == 1 else ImageReadMode.RGB)
-            except (RuntimeError, OSError) as e:
-                raise ValueError(f"{path}: cannot read the image ({e})") from e
-            imgs.append(center_crop(resize(img, [size], antialias=True), [size, size]))
+        imgs = [read_image(path, channels=chans, size=size) for path in args.image]
         return (torch.stack(imgs).float() / 255 - mean) / std, None
     from cnnkit.data.sources import load_dataset
 
