@@ -110,3 +110,21 @@ def test_activation_verdict_compares_with_the_non_saturating_median() -> None:
     assert (
         activation.judge({"loss_auc": fast, "non_saturating_median": 1.0, "top1": top1}).verdict == "partly"
     )
+
+
+def test_shuffle_needs_both_arms_trained_before_comparing() -> None:
+    from cnnkit.lab.common import paired_difference
+    from cnnkit.lab.experiments import shuffle
+
+    def verdict(with_: list[float], without: list[float]) -> str:
+        arms = {
+            "shuffle": {"label": "shuffle", "test_top1_mean": sum(with_) / len(with_)},
+            "no_shuffle": {"label": "no shuffle", "test_top1_mean": sum(without) / len(without)},
+        }
+        return shuffle.judge({"arms": arms, "gain": paired_difference(with_, without)}).verdict
+
+    assert verdict([0.80, 0.82, 0.81], [0.76, 0.77, 0.78]) == "reproduced"
+    assert verdict([0.76, 0.77, 0.78], [0.80, 0.82, 0.81]) == "not reproduced"
+    # one arm near chance: the difference says nothing about the shuffle
+    assert verdict([0.31, 0.25, 0.12], [0.32, 0.55, 0.20]) == "inconclusive"
+    assert verdict([0.80, 0.82, 0.81], [0.10, 0.11, 0.09]) == "inconclusive"

@@ -303,6 +303,28 @@ def test_no_arguments_runs_the_default_recipe() -> None:
     assert config_from_args({"recipe": "plain"}).hflip == 0.0
 
 
+def test_accurate_recipe_trains_the_wide_fmnet_with_ema_and_tta(tmp_path: Path) -> None:
+    from cnnkit.models.fmnet import FMNet
+    from cnnkit.train.config import config_from_args
+
+    cfg = config_from_args(
+        {
+            "recipe": "accurate",
+            "dataset": "synthetic",
+            "epochs": 2,
+            "train_subset": 512,
+            "test_subset": 64,
+            "threads": 1,
+            "output": str(tmp_path / "r"),
+        }
+    )
+    assert (cfg.model, cfg.model_ema, cfg.tta, cfg.epochs) == ("fmnet", True, True, 2)
+    final = loop.train(cfg)
+    wide = FMNet((64, 128, 256), stem_width=32, num_classes=10)
+    assert final["params"] == sum(p.numel() for p in wide.parameters())
+    assert 0 <= final["test_top1"] <= 1
+
+
 @pytest.mark.parametrize(
     ("shape", "top_label", "message"),
     [

@@ -136,7 +136,8 @@ class TrainConfig:
     recipe: str | None = field(
         default="default",
         metadata={
-            "help": "named recipe under the YAML and flags: default, plain (no ingredients beyond the fields' defaults)"
+            "help": "named recipe under the YAML and flags: default, accurate (fmnet 2x wide, 12 epochs, EMA, TTA), "
+            "plain (no ingredients beyond the fields' defaults)"
         },
     )
 
@@ -157,6 +158,24 @@ RECIPES: dict[str, dict[str, Any]] = {
         "hflip": 0.5,
         "crop_pad": 2,
         "smoothing": 0.1,
+        "channels_last": True,
+    },
+    # "accurate": the prototype's best configuration in the issue "Speed" (94.6% in 12 epochs
+    # with widths 64/128/256 on a CPU with native bf16): fmnet at twice the widths, a longer
+    # schedule, label smoothing 0.2, an EMA of the weights and flip test-time augmentation.
+    # About 4x the default recipe's mult-adds per image and 3x its epochs.
+    "accurate": {
+        "model": "fmnet",
+        "model_kwargs": {"widths": [64, 128, 256], "stem_width": 32},
+        "epochs": 12,
+        "lr": 0.2,
+        "warmup_epochs": 1.0,
+        "hflip": 0.5,
+        "crop_pad": 2,
+        "smoothing": 0.2,
+        "model_ema": True,
+        "model_ema_decay": 0.999,
+        "tta": True,
         "channels_last": True,
     },
     "plain": {},

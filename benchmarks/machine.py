@@ -1,0 +1,108 @@
+"""What the speed benchmarks record about the machine, and its measured convolution peak.
+
+``machine_info()`` names the CPU (model, cores, the SIMD flags that decide whether bf16 is
+native), the thread count and the torch build, so a recorded figure can be read against
+the machine it came from. ``conv_peak(dtype)`` is the best throughput, in FLOP/s, of a
+3x3 convolution forward pass over a few layer shapes typical of small-image nets, in
+channels_last (oneDNN's fast layout) and NCHW: the denominator of model-FLOPs
+utilisation (MFU), measured in the same process as the numerator.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+import torch
+
+__all__ = ["conv_peak", "machine_info"]
+
+# (channels, spatial size, batch): 3x3 convs as in fmnet/ResNet stages on 28x28 inputs
+PEAK_SHAPES = ((64, 28, 64), (128, 14, 64), (256, 7, 128))
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return sorted(f for f in have if f.startswith(("avx512", "amx")) or f in ("avx2", "fma"))
+    except OSError:
+        pass
+    return []
+
+
+def machine_info() -> dict[str, Any]:
+    flags = _cpu_flags()
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "simd": flags,
+        "native_bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_avg_1min_at_start": os.getloadavg()[0],
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def conv_peak(dtype: torch.dtype = torch.float32, repeat: int = 5, batch_divisor: int = 1) -> dict[str, Any]:
+    """Best forward FLOP/s of a 3x3 conv (2 FLOPs per multiply-add) over ``PEAK_SHAPES`` and both layouts.
+
+    bf16 runs under CPU autocast, as the trainer's ``--amp bf16`` does. Each figure is the
+    median of ``repeat`` timed calls after two warm-up calls; ``batch_divisor`` shrinks the
+    batches for a quick (less exact) reading.
+    """
+    rows = []
+    for c, hw, full in PEAK_SHAPES:
+        n = max(full // batch_divisor, 1)
+        for cl in (False, True):
+            conv = torch.nn.Conv2d(c, c, 3, padding=1, bias=False)
+            x = torch.randn(n, c, hw, hw)
+            if cl:
+                conv = conv.to(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=torch.channels_last)
+            with (
+                torch.no_grad(),
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16),
+            ):
+                for _ in range(2):
+                    conv(x)
+                times = []
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    conv(x)
+                    times.append(time.perf_counter() - t0)
+            flops = 2 * n * c * c * 9 * hw * hw
+            rows.append(
+                {
+                    "channels": c,
+                    "size": hw,
+                    "batch": n,
+                    "channels_last": cl,
+                    "gflops": flops / statistics.median(times) / 1e9,
+                }
+            )
+    best = max(rows, key=lambda r: r["gflops"])
+    return {
+        "dtype": str(dtype).removeprefix("torch."),
+        "peak_gflops": best["gflops"],
+        "best": best,
+        "shapes": rows,
+    }
