@@ -342,3 +342,19 @@ def test_eval_refuses_data_the_run_cannot_take(
         cli._check_data("run", {"in_chans": 1, "num_classes": 10}, data, "d")
     ok = SimpleNamespace(image_shape=(1, 28, 28), test_y=torch.tensor([0, 9]))
     cli._check_data("run", {"in_chans": 1, "num_classes": 10}, ok, "d")  # the matching data passes
+
+
+def test_cli_parser_and_help_import_no_torch() -> None:
+    """`cnnkit --help` and every subcommand's parser come up without torch (~3 s of imports)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contextlib, io; from cnnkit import cli; p = cli.build_parser(); "
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit): p.parse_args(['--help'])\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'matplotlib') if m in sys.modules), 'summary' in out.getvalue())"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["[]", "True"], res.stdout

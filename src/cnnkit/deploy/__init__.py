@@ -8,20 +8,24 @@ inference-mode batch norm into the convolutions, :func:`export` writes TorchScri
 and reads no file.
 """
 
-from cnnkit.deploy.decompose import (
-    METHODS,
-    DecompositionPlan,
-    LayerDecomposition,
-    build_decomposed,
-    decompose,
-    decompose_with_plan,
-    energy_for_budget,
-    plan_decomposition,
-)
-from cnnkit.deploy.export import EXPORT_FORMATS, ExportResult, export, load_exported
-from cnnkit.deploy.fuse import fold_conv_bn, foldable_pairs, fuse_bn
-from cnnkit.deploy.latency import Latency, compare_latency, measure_latency
-from cnnkit.deploy.runs import decompose_run, finetune, load_run, recalibrate_bn
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cnnkit.deploy.decompose import (
+        METHODS,
+        DecompositionPlan,
+        LayerDecomposition,
+        build_decomposed,
+        decompose,
+        decompose_with_plan,
+        energy_for_budget,
+        plan_decomposition,
+    )
+    from cnnkit.deploy.export import EXPORT_FORMATS, ExportResult, export, load_exported
+    from cnnkit.deploy.fuse import fold_conv_bn, foldable_pairs, fuse_bn
+    from cnnkit.deploy.latency import Latency, compare_latency, measure_latency
+    from cnnkit.deploy.runs import decompose_run, finetune, load_run, recalibrate_bn
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -47,3 +51,36 @@ __all__ = [
     "plan_decomposition",
     "recalibrate_bn",
 ]
+
+# Names load on first use (PEP 562), so `cnnkit --help`, whose parser lives in
+# cnnkit.deploy.cli_support, does not pay for importing torch.
+_HOME = {
+    "DecompositionPlan": "decompose",
+    "EXPORT_FORMATS": "export",
+    "ExportResult": "export",
+    "Latency": "latency",
+    "LayerDecomposition": "decompose",
+    "METHODS": "decompose",
+    "build_decomposed": "decompose",
+    "compare_latency": "latency",
+    "decompose": "decompose",
+    "decompose_run": "runs",
+    "decompose_with_plan": "decompose",
+    "energy_for_budget": "decompose",
+    "export": "export",
+    "finetune": "runs",
+    "fold_conv_bn": "fuse",
+    "foldable_pairs": "fuse",
+    "fuse_bn": "fuse",
+    "load_exported": "export",
+    "load_run": "runs",
+    "measure_latency": "latency",
+    "plan_decomposition": "decompose",
+    "recalibrate_bn": "runs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(f"cnnkit.deploy.{_HOME[name]}"), name)
+    raise AttributeError(f"module 'cnnkit.deploy' has no attribute {name!r}")
