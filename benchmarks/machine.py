@@ -24,33 +24,12 @@ __all__ = ["conv_peak", "machine_info"]
 PEAK_SHAPES = ((64, 28, 64), (128, 14, 64), (256, 7, 128))
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> list[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return sorted(f for f in have if f.startswith(("avx512", "amx")) or f in ("avx2", "fma"))
-    except OSError:
-        pass
-    return []
-
-
 def machine_info() -> dict[str, Any]:
-    flags = _cpu_flags()
+    from cnnkit.doctor import cpu_flags, cpu_name
+
+    flags = sorted(f for f in cpu_flags() if f.startswith(("avx512", "amx")) or f in ("avx2", "fma"))
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "simd": flags,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Check", "add_doctor_command", "main", "run_checks"]
+__all__ = ["Check", "add_doctor_command", "cpu_flags", "cpu_name", "main", "run_checks"]
 
 # torch below this loads with a weights_only unpickler that has known bypasses (pyproject's floor)
 _TORCH_FLOOR = (2, 10)
@@ -108,7 +108,7 @@ def _zoo() -> Iterator[Check]:
 # ---------------------------------------------------------------- machine
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
     """The CPU feature flags the Linux kernel reports (empty elsewhere)."""
     try:
         with open("/proc/cpuinfo") as f:
@@ -120,7 +120,7 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -138,9 +138,9 @@ def _cpu() -> Iterator[Check]:
     yield Check(
         "OK",
         "cpu",
-        f"{_cpu_name()}, {len(os.sched_getaffinity(0))} cores for this process, torch kernels: {capability}",
+        f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores for this process, torch kernels: {capability}",
     )
-    flags = _cpu_flags()
+    flags = cpu_flags()
     if not flags:
         yield Check(
             "INFO", "bf16", "cannot read the CPU's features (no /proc/cpuinfo); --amp bf16 may be slow"

@@ -140,7 +140,7 @@ def test_a_nearly_full_output_disk_fails(tmp_path: Path, monkeypatch: pytest.Mon
 def test_bf16_is_flagged_slow_without_native_support(
     monkeypatch: pytest.MonkeyPatch, flags: set[str], status: str
 ) -> None:
-    monkeypatch.setattr(doctor, "_cpu_flags", lambda: flags)
+    monkeypatch.setattr(doctor, "cpu_flags", lambda: flags)
     check = checks("cpu")["bf16"]
     assert check.status == status
     if status == "WARN":
