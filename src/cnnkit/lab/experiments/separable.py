@@ -93,7 +93,7 @@ def judge(n: dict[str, Any]) -> Verdict:
     return combine(
         checks,
         f"{ratio or float('nan'):.1f}x fewer mult-adds; the separable net's top-1 is "
-        f"{abs(100 * cost):.2f} points {'below' if cost > 0 else 'above'} the full convolutions'",
+        f"{abs(100 * cost):.2f} points {'below' if cost > 0 else 'above'} the full convolutions",
     )
 
 
