@@ -122,6 +122,8 @@ def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines += [
         "",
+        '"-" in the last-but-one column: no epoch ends within the time limit.',
+        "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, torch {m['torch']}, native bf16: "
         f"{m['native_bf16']}, load average at start {m['load_avg_1min_at_start']:.2f}.",
         f"Commands: {'; '.join(f'`{c}`' for c in results['commands'].values())}",
