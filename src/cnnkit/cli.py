@@ -146,11 +146,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     size, chans = int(meta.get("image_size", 28)), int(meta["in_chans"])
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
     classes = meta.get("classes") or [str(i) for i in range(meta["num_classes"])]
-    for path in args.images:
-        img = read_image(path, channels=chans, size=size)
-        x = (img[None].float() / 255 - mean[:, None, None]) / std[:, None, None]
-        with torch.no_grad():
-            p = model(x).softmax(1)[0]
+    # every file is read before the first prediction: a bad one stops the command before any output
+    images = torch.stack([read_image(path, channels=chans, size=size) for path in args.images])
+    x = (images.float() / 255 - mean[:, None, None]) / std[:, None, None]
+    with torch.no_grad():
+        probs = model(x).softmax(1)
+    for path, p in zip(args.images, probs, strict=True):
         top = p.topk(min(5, len(p)))
         print(
             path

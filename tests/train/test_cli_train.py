@@ -257,6 +257,16 @@ def test_predict_gives_the_top_5_labels(
         values = [float(v) for _, v in preds]
         assert values == sorted(values, reverse=True) and sum(values) <= 100.05
         assert values[0] == pytest.approx(100 * float(p.max()), abs=0.051)
+    # a bad file anywhere in the list: one error naming it, and no prediction printed before it
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    capsys.readouterr()
+    assert cli.main(["predict", "--checkpoint", str(runs[0]), paths[0], str(bad)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert re.fullmatch(
+        rf"cnnkit: error: {re.escape(str(bad))}: unreadable image .*remove or replace it\n", err
+    )
 
 
 def test_commands_on_a_missing_run_fail_with_one_line(
