@@ -140,3 +140,34 @@ def test_bad_hyperparameters_raise() -> None:
         for what, kwargs in cases:
             with pytest.raises(ValueError, match=what):
                 build_optimizer(_Net(), name, **kwargs)
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_is_the_recursion_with_timms_warmup(warmup: bool) -> None:
+    """W_ema <- d_t W_ema + (1 - d_t) W at the t-th average, d_t = min(decay, (1+t)/(10+t)) with warm-up;
+    without it, the same numbers as torch's own get_ema_multi_avg_fn."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from cnnkit.train.optim import ema_update_fn
+
+    decay = 0.9
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ours = AveragedModel(model, multi_avg_fn=ema_update_fn(decay, warmup=warmup), use_buffers=True)
+    torchs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    g = torch.Generator().manual_seed(0)
+    expect = None
+    for t in range(12):
+        with torch.no_grad():
+            model[0].weight.copy_(torch.randn(2, 3, generator=g))
+        model(torch.randn(4, 3, generator=g))  # moves the BN running statistics (buffers)
+        ours.update_parameters(model)
+        torchs.update_parameters(model)
+        w = model[0].weight.detach().clone()
+        if expect is None:
+            expect = w  # the first call copies
+        else:
+            d = min(decay, (1 + t) / (10 + t)) if warmup else decay
+            expect = d * expect + (1 - d) * w
+        torch.testing.assert_close(ours.module[0].weight, expect, rtol=1e-6, atol=1e-7)
+    same = torch.allclose(ours.module[1].running_mean, torchs.module[1].running_mean)
+    assert same is (not warmup)  # warm-up follows the recent weights more closely early on

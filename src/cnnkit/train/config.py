@@ -97,6 +97,9 @@ class TrainConfig:
         default=False, metadata={"help": "evaluate an exponential moving average of the weights"}
     )
     model_ema_decay: float = field(default=0.999, metadata={"help": "EMA decay per step"})
+    model_ema_warmup: bool = field(
+        default=True, metadata={"help": "EMA decay min(decay, (1+t)/(10+t)) at step t (timm's warm-up)"}
+    )
     # data ingredients
     crop_pad: int = field(default=0, metadata={"help": "random crop with this zero padding (translation)"})
     hflip: float = field(default=0.0, metadata={"help": "horizontal flip probability"})

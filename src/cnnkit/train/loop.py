@@ -561,9 +561,15 @@ def _train(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> dict[str, Any]:
     scheduler = build_scheduler(optimizer, schedule)
     ema = None
     if cfg.model_ema:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        from torch.optim.swa_utils import AveragedModel
 
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.model_ema_decay), use_buffers=True)
+        from cnnkit.train.optim import ema_update_fn
+
+        ema = AveragedModel(
+            model,
+            multi_avg_fn=ema_update_fn(cfg.model_ema_decay, warmup=cfg.model_ema_warmup),
+            use_buffers=True,
+        )
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
     ddp_model: nn.Module = model
     if world > 1:

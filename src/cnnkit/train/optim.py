@@ -1,7 +1,8 @@
 """Optimisers (lecture: "Learning Rates"): SGD with momentum or Nesterov, Adam, AdamW.
 
 Weight decay skips norm weights and all biases unless asked (Goyal et al. 2017 and
-timm's default: decaying them only pulls BN's gamma to zero).
+timm's default: decaying them only pulls BN's gamma to zero). :func:`ema_update_fn` is
+the weight average behind ``--model-ema``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["OPTIMIZERS", "build_optimizer", "param_groups"]
+__all__ = ["OPTIMIZERS", "build_optimizer", "ema_update_fn", "param_groups"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm, nn.RMSNorm)
@@ -76,3 +77,30 @@ def build_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
     raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
+
+
+def ema_update_fn(decay: float, warmup: bool = True) -> Any:
+    """``multi_avg_fn`` for ``torch.optim.swa_utils.AveragedModel``: an EMA of the weights (and buffers).
+
+    ``W_ema <- d_t W_ema + (1 - d_t) W_model`` at the t-th average (t = 1, 2, ...; the first
+    call copies), with ``d_t = decay`` or, with ``warmup``, ``min(decay, (1 + t) / (10 + t))``
+    (timm's ModelEmaV3 warm-up). torch's ``get_ema_multi_avg_fn`` is the fixed-decay case; it
+    is written again here only for the warm-up: at decay 0.999 a fixed EMA still holds
+    0.999^1000 = 37% of the initial weights after 1,000 steps, which is most of a short
+    CPU run, and evaluates as an untrained net. Integer buffers (BN's batch counter) are
+    averaged and rounded as torch does.
+    """
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"EMA decay must be in [0, 1]; got {decay}")
+
+    @torch.no_grad()
+    def update(ema: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        t = int(n_averaged.item())  # a host sync per step on CUDA; negligible beside the step itself
+        d = min(decay, (1 + t) / (10 + t)) if warmup else decay
+        if torch.is_floating_point(ema[0]) or torch.is_complex(ema[0]):
+            torch._foreach_lerp_(ema, current, 1 - d)
+        else:
+            for e, c in zip(ema, current, strict=True):
+                e.copy_(e * d + c * (1 - d))
+
+    return update
