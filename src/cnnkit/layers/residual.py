@@ -29,7 +29,13 @@ Extras, all off by default so that the ``state_dict`` stays torchvision's:
 ``act_layer`` (activation factory), ``attn_layer`` (a ``channels -> module`` factory, e.g.
 ``partial(SqueezeExcite, reduction=16)``, applied to the branch output before the
 addition and stored as ``se``), ``drop_path_rate``, ``drop_rate`` (dropout before the last
-convolution of the branch, as in wide ResNets) and ``shortcut`` (``False`` = plain block).
+convolution of the branch, as in wide ResNets), ``shortcut`` (``False`` = plain block) and
+``reduce_first`` (the first convolution's width divisor: 2 in SENet-154's
+:class:`SENetBottleneck`, Hu et al. 2018, appendix).
+
+All blocks share one constructor, :class:`ResidualBlock`'s: the checks, the norm and
+activation factories, the shortcut, SE, drop-path and zero-init handles; each block class
+sets only its layout (``expansion``, ``preact``, ``num_convs``) and its ``forward``.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ __all__ = [
     "PreActBasicBlock",
     "PreActBottleneck",
     "ResidualBlock",
+    "SENetBottleneck",
     "conv1x1",
     "conv3x3",
 ]
@@ -178,8 +185,135 @@ def _check_shortcut(
                 f"block would zero the signal); use shortcut=True or drop_path_rate=0"
             )
 
+def _first_width(who: str, width: int, groups: int, reduce_first: int) -> int:
+    """Output channels of the first convolution: the branch width divided by ``reduce_first``."""
+    if isinstance(reduce_first, bool) or not isinstance(reduce_first, int) or reduce_first < 1:
+        raise ValueError(f"{who} needs an integer reduce_first >= 1; got reduce_first={reduce_first!r}")
+    if reduce_first == 2 and (width % 2 or (width // 2) % groups):
+        raise ValueError(
+            f"{who}: the halved width {width}/2 must split into groups={groups}; "
+            f"choose planes, base_width and groups with an even number of channels per group"
+        )
+    if width % reduce_first or (width // reduce_first) % groups:
+        raise ValueError(
+            f"{who}: the width {width}/{reduce_first} of the first convolution must split into "
+            f"groups={groups}; choose planes, base_width and groups to fit"
+        )
+    return width // reduce_first
 
-class BasicBlock(nn.Module):
+
+class ResidualBlock(nn.Module):
+    """The constructor that the residual blocks share; subclasses set the layout and ``forward``.
+
+    A block has ``num_convs`` convolutions ``conv1..convN`` (two 3x3 ones, or 1x1-3x3-1x1 in a
+    bottleneck) with their norms ``bn1..bnN`` and activations ``act1..actN``, in torchvision's
+    order: post-activation ``conv, bn, act`` (the last ``act`` after the addition),
+    pre-activation ``bn, act, conv``. Then ``se`` (``attn_layer`` on the branch output, else an
+    identity), ``drop_path`` and ``downsample``; ``dropout`` sits before the last convolution.
+
+    Widths: a basic block has ``planes`` channels; a bottleneck ``width = int(planes *
+    base_width / 64) * groups`` in its 3x3 convolution (ResNeXt's cardinality, the wide
+    ResNets' doubled width) and ``planes * expansion`` at its output. ``reduce_first`` divides
+    the output of the first convolution (SENet-154's halved first 1x1; timm's
+    ``reduce_first``); ``None`` takes the class's value (1, or 2 for :class:`SENetBottleneck`).
+    """
+
+    expansion: ClassVar[int] = 1
+    preact: ClassVar[bool] = False
+    num_convs: ClassVar[int] = 2
+    reduce_first: ClassVar[int] = 1
+    # the class to name when a basic block gets groups / dilation
+    grouped_alternative: ClassVar[tuple[str, str]] = ("Bottleneck", "Bottleneck")
+
+    conv1: nn.Conv2d
+    conv2: nn.Conv2d
+    bn1: nn.Module
+    bn2: nn.Module
+    act1: nn.Module
+    act2: nn.Module
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer: NormArg = None,
+        *,
+        act_layer: ActArg = None,
+        drop_path_rate: float = 0.0,
+        drop_rate: float = 0.0,
+        attn_layer: AttnArg = None,
+        shortcut: bool = True,
+        reduce_first: int | None = None,
+    ) -> None:
+        super().__init__()
+        who = type(self).__name__
+        _check_common(who, inplanes, planes, stride, groups, base_width, dilation, drop_path_rate, drop_rate)
+        reduce_first = type(self).reduce_first if reduce_first is None else reduce_first
+        if self.num_convs == 2:
+            _check_basic(who, groups, base_width, dilation, *self.grouped_alternative)
+            first = _first_width(who, planes, 1, reduce_first)
+            convs = [(inplanes, first, 3, stride, 1, 1), (first, planes, 3, 1, 1, 1)]
+        else:
+            width = int(planes * (base_width / 64.0)) * groups
+            if reduce_first == 1 and width < groups:
+                raise ValueError(
+                    f"{who}: planes={planes} and base_width={base_width} give fewer than one channel per "
+                    f"group; raise planes or base_width"
+                )
+            first = _first_width(who, width, groups, reduce_first)
+            convs = [
+                (inplanes, first, 1, 1, 1, 1),
+                (first, width, 3, stride, groups, dilation),
+                (width, planes * self.expansion, 1, 1, 1, 1),
+            ]
+        out_planes = planes * self.expansion
+        _check_shortcut(who, inplanes, out_planes, stride, downsample, shortcut, drop_path_rate)
+        norm = get_norm_layer(norm_layer or "batch")
+        act = get_act(act_layer or "relu")
+        last = len(convs)
+        for i, (cin, cout, k, s, g, d) in enumerate(convs, 1):
+            if self.preact:  # bn, act, conv: each norm sees the input of its convolution
+                self.add_module(f"bn{i}", norm(cin))
+                self.add_module(f"act{i}", act())
+            if i == last:
+                self.dropout = Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+            self.add_module(f"conv{i}", conv3x3(cin, cout, s, g, d) if k == 3 else conv1x1(cin, cout, s))
+            if not self.preact:  # conv, bn, act; the last act follows the addition
+                self.add_module(f"bn{i}", norm(cout))
+                if i < last:
+                    self.add_module(f"act{i}", act())
+        self.se = attn_layer(out_planes) if attn_layer is not None else nn.Identity()
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+        self.downsample = downsample
+        if not self.preact:
+            self.add_module(f"act{last}", act())
+        self.stride = stride
+        self.has_shortcut = shortcut
+
+    def zero_init_last(self) -> None:
+        """Zero the branch's last scale so the block starts as its shortcut (Goyal et al. 2017, sec. 5.1).
+
+        That is the last norm's weight in a post-activation block; a pre-activation branch
+        ends in a convolution (no norm), whose weight is zeroed.
+        """
+        last = getattr(self, f"{'conv' if self.preact else 'bn'}{self.num_convs}")
+        weight = getattr(last, "weight", None)
+        if weight is not None:
+            nn.init.zeros_(weight)
+
+    def _add_shortcut(self, out: torch.Tensor, x: torch.Tensor, projection_input: torch.Tensor) -> torch.Tensor:
+        """``drop_path(out) + shortcut``: the identity ``x`` or ``downsample(projection_input)``."""
+        if not self.has_shortcut:
+            return out
+        return self.drop_path(out) + (x if self.downsample is None else self.downsample(projection_input))
+
+
+class BasicBlock(ResidualBlock):
     """Two 3x3 convolutions, post-activation (He et al. 2016, fig. 2 left).
 
     ``out = act(drop_path(se(bn2(conv2(dropout(act(bn1(conv1(x)))))))) + shortcut(x))``;
@@ -188,63 +322,15 @@ class BasicBlock(nn.Module):
     and ``base_width=64`` and no dilation.
     """
 
-    expansion: ClassVar[int] = 1
-    preact: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        groups: int = 1,
-        base_width: int = 64,
-        dilation: int = 1,
-        norm_layer: NormArg = None,
-        *,
-        act_layer: ActArg = None,
-        drop_path_rate: float = 0.0,
-        drop_rate: float = 0.0,
-        attn_layer: AttnArg = None,
-        shortcut: bool = True,
-    ) -> None:
-        super().__init__()
-        who = type(self).__name__
-        _check_common(who, inplanes, planes, stride, groups, base_width, dilation, drop_path_rate, drop_rate)
-        _check_basic(
-            who, groups, base_width, dilation, "Bottleneck for ResNeXt and wide ResNets", "Bottleneck"
-        )
-        _check_shortcut(who, inplanes, planes * self.expansion, stride, downsample, shortcut, drop_path_rate)
-        norm = get_norm_layer(norm_layer or "batch")
-        act = get_act(act_layer or "relu")
-        self.conv1 = conv3x3(inplanes, planes, stride)
-        self.bn1 = norm(planes)
-        self.act1 = act()
-        self.dropout = Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = norm(planes)
-        self.se = attn_layer(planes) if attn_layer is not None else nn.Identity()
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
-        self.downsample = downsample
-        self.act2 = act()
-        self.stride = stride
-        self.has_shortcut = shortcut
-
-    def zero_init_last(self) -> None:
-        """Zero the last norm's scale so the branch starts at zero (Goyal et al. 2017, sec. 5.1)."""
-        weight = getattr(self.bn2, "weight", None)
-        if weight is not None:
-            nn.init.zeros_(weight)
+    grouped_alternative = ("Bottleneck for ResNeXt and wide ResNets", "Bottleneck")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.se(self.bn2(self.conv2(self.dropout(out))))
-        if self.has_shortcut:
-            out = self.drop_path(out) + (x if self.downsample is None else self.downsample(x))
-        return self.act2(out)
+        return self.act2(self._add_shortcut(out, x, x))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualBlock):
     """1x1 reduce, 3x3, 1x1 expand (x4), post-activation (He et al. 2016, fig. 5 right).
 
     The 3x3 convolution has ``width = int(planes * base_width / 64) * groups`` channels in
@@ -253,71 +339,21 @@ class Bottleneck(nn.Module):
     width: WRN-50-2). Strides in the 3x3 convolution (torchvision's "v1.5").
     """
 
-    expansion: ClassVar[int] = 4
-    preact: ClassVar[bool] = False
+    expansion = 4
+    num_convs = 3
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        groups: int = 1,
-        base_width: int = 64,
-        dilation: int = 1,
-        norm_layer: NormArg = None,
-        *,
-        act_layer: ActArg = None,
-        drop_path_rate: float = 0.0,
-        drop_rate: float = 0.0,
-        attn_layer: AttnArg = None,
-        shortcut: bool = True,
-    ) -> None:
-        super().__init__()
-        who = type(self).__name__
-        _check_common(who, inplanes, planes, stride, groups, base_width, dilation, drop_path_rate, drop_rate)
-        width = int(planes * (base_width / 64.0)) * groups
-        if width < groups:
-            raise ValueError(
-                f"{who}: planes={planes} and base_width={base_width} give fewer than one channel per "
-                f"group; raise planes or base_width"
-            )
-        out_planes = planes * self.expansion
-        _check_shortcut(who, inplanes, out_planes, stride, downsample, shortcut, drop_path_rate)
-        norm = get_norm_layer(norm_layer or "batch")
-        act = get_act(act_layer or "relu")
-        self.conv1 = conv1x1(inplanes, width)
-        self.bn1 = norm(width)
-        self.act1 = act()
-        self.conv2 = conv3x3(width, width, stride, groups, dilation)
-        self.bn2 = norm(width)
-        self.act2 = act()
-        self.dropout = Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.conv3 = conv1x1(width, out_planes)
-        self.bn3 = norm(out_planes)
-        self.se = attn_layer(out_planes) if attn_layer is not None else nn.Identity()
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
-        self.downsample = downsample
-        self.act3 = act()
-        self.stride = stride
-        self.has_shortcut = shortcut
-
-    def zero_init_last(self) -> None:
-        """Zero the last norm's scale so the branch starts at zero (Goyal et al. 2017, sec. 5.1)."""
-        weight = getattr(self.bn3, "weight", None)
-        if weight is not None:
-            nn.init.zeros_(weight)
+    conv3: nn.Conv2d
+    bn3: nn.Module
+    act3: nn.Module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.act2(self.bn2(self.conv2(out)))
         out = self.se(self.bn3(self.conv3(self.dropout(out))))
-        if self.has_shortcut:
-            out = self.drop_path(out) + (x if self.downsample is None else self.downsample(x))
-        return self.act3(out)
+        return self.act3(self._add_shortcut(out, x, x))
 
 
-class PreActBasicBlock(nn.Module):
+class PreActBasicBlock(ResidualBlock):
     """Two BN-ReLU-3x3 conv units, full pre-activation (He et al. 2016b, fig. 4e).
 
     ``out = drop_path(se(conv2(dropout(act(bn2(conv1(a)))))) + shortcut``, ``a = act(bn1(x))``.
@@ -328,129 +364,45 @@ class PreActBasicBlock(nn.Module):
     Komodakis 2016, sec. 2.4).
     """
 
-    expansion: ClassVar[int] = 1
-    preact: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        groups: int = 1,
-        base_width: int = 64,
-        dilation: int = 1,
-        norm_layer: NormArg = None,
-        *,
-        act_layer: ActArg = None,
-        drop_path_rate: float = 0.0,
-        drop_rate: float = 0.0,
-        attn_layer: AttnArg = None,
-        shortcut: bool = True,
-    ) -> None:
-        super().__init__()
-        who = type(self).__name__
-        _check_common(who, inplanes, planes, stride, groups, base_width, dilation, drop_path_rate, drop_rate)
-        _check_basic(
-            who, groups, base_width, dilation, "PreActBottleneck for grouped convolutions", "PreActBottleneck"
-        )
-        _check_shortcut(who, inplanes, planes * self.expansion, stride, downsample, shortcut, drop_path_rate)
-        norm = get_norm_layer(norm_layer or "batch")
-        act = get_act(act_layer or "relu")
-        self.bn1 = norm(inplanes)
-        self.act1 = act()
-        self.conv1 = conv3x3(inplanes, planes, stride)
-        self.bn2 = norm(planes)
-        self.act2 = act()
-        self.dropout = Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.conv2 = conv3x3(planes, planes)
-        self.se = attn_layer(planes) if attn_layer is not None else nn.Identity()
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
-        self.downsample = downsample
-        self.stride = stride
-        self.has_shortcut = shortcut
-
-    def zero_init_last(self) -> None:
-        """Zero the last convolution, so the branch starts at zero (no norm ends a pre-act branch)."""
-        nn.init.zeros_(self.conv2.weight)
+    preact = True
+    grouped_alternative = ("PreActBottleneck for grouped convolutions", "PreActBottleneck")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.act1(self.bn1(x))
         out = self.act2(self.bn2(self.conv1(a)))
         out = self.se(self.conv2(self.dropout(out)))
-        if self.has_shortcut:
-            out = self.drop_path(out) + (x if self.downsample is None else self.downsample(a))
-        return out
+        return self._add_shortcut(out, x, a)
 
 
-class PreActBottleneck(nn.Module):
+class PreActBottleneck(ResidualBlock):
     """BN-ReLU-1x1, BN-ReLU-3x3 (strided, grouped), BN-ReLU-1x1 (x4) (He et al. 2016b, fig. 4e).
 
     Shortcut as in :class:`PreActBasicBlock`; width as in :class:`Bottleneck`.
     """
 
-    expansion: ClassVar[int] = 4
-    preact: ClassVar[bool] = True
+    expansion = 4
+    preact = True
+    num_convs = 3
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        groups: int = 1,
-        base_width: int = 64,
-        dilation: int = 1,
-        norm_layer: NormArg = None,
-        *,
-        act_layer: ActArg = None,
-        drop_path_rate: float = 0.0,
-        drop_rate: float = 0.0,
-        attn_layer: AttnArg = None,
-        shortcut: bool = True,
-    ) -> None:
-        super().__init__()
-        who = type(self).__name__
-        _check_common(who, inplanes, planes, stride, groups, base_width, dilation, drop_path_rate, drop_rate)
-        width = int(planes * (base_width / 64.0)) * groups
-        if width < groups:
-            raise ValueError(
-                f"{who}: planes={planes} and base_width={base_width} give fewer than one channel per "
-                f"group; raise planes or base_width"
-            )
-        out_planes = planes * self.expansion
-        _check_shortcut(who, inplanes, out_planes, stride, downsample, shortcut, drop_path_rate)
-        norm = get_norm_layer(norm_layer or "batch")
-        act = get_act(act_layer or "relu")
-        self.bn1 = norm(inplanes)
-        self.act1 = act()
-        self.conv1 = conv1x1(inplanes, width)
-        self.bn2 = norm(width)
-        self.act2 = act()
-        self.conv2 = conv3x3(width, width, stride, groups, dilation)
-        self.bn3 = norm(width)
-        self.act3 = act()
-        self.dropout = Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.conv3 = conv1x1(width, out_planes)
-        self.se = attn_layer(out_planes) if attn_layer is not None else nn.Identity()
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
-        self.downsample = downsample
-        self.stride = stride
-        self.has_shortcut = shortcut
-
-    def zero_init_last(self) -> None:
-        """Zero the last convolution, so the branch starts at zero (no norm ends a pre-act branch)."""
-        nn.init.zeros_(self.conv3.weight)
+    conv3: nn.Conv2d
+    bn3: nn.Module
+    act3: nn.Module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.act1(self.bn1(x))
         out = self.act2(self.bn2(self.conv1(a)))
         out = self.act3(self.bn3(self.conv2(out)))
         out = self.se(self.conv3(self.dropout(out)))
-        if self.has_shortcut:
-            out = self.drop_path(out) + (x if self.downsample is None else self.downsample(a))
-        return out
+        return self._add_shortcut(out, x, a)
 
 
-# The four blocks share one constructor; the model classes take any of them.
-ResidualBlock = BasicBlock | Bottleneck | PreActBasicBlock | PreActBottleneck
+class SENetBottleneck(Bottleneck):
+    """The SENet-154 bottleneck: ResNeXt's, with the first 1x1 convolution halved (Hu et al. 2018, appendix).
+
+    ``conv1`` 1x1 ``inplanes -> width / 2``, ``conv2`` 3x3 (strided, ``groups`` groups)
+    ``width / 2 -> width``, ``conv3`` 1x1 ``width -> 4 planes``, with ``width =
+    int(planes * base_width / 64) * groups`` as in ResNeXt (64x4d: ``width = 4 planes``):
+    :class:`Bottleneck` with ``reduce_first=2``, the same submodule names and forward.
+    """
+
+    reduce_first = 2

@@ -26,15 +26,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
 from cnnkit.layers.act import get_act
-from cnnkit.layers.drop import Dropout, DropPath, drop_path_rates
+from cnnkit.layers.drop import Dropout, drop_path_rates
 from cnnkit.layers.norm import get_norm_layer
-from cnnkit.layers.residual import BasicBlock, Bottleneck, ResidualBlock, conv1x1, conv3x3
+from cnnkit.layers.residual import (
+    BasicBlock,
+    Bottleneck,
+    ResidualBlock,
+    SENetBottleneck,
+    conv1x1,
+    conv3x3,
+)
 from cnnkit.layers.se import SqueezeExcite
 from cnnkit.models._utils import set_input_constraints
 from cnnkit.models.registry import register_model
@@ -69,93 +76,6 @@ def _se_layer(reduction: float) -> Callable[[int], nn.Module]:
 def _check_int(who: str, name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{who} needs an integer {name} >= 1; got {name}={value!r}")
-
-
-# ---------------------------------------------------------------------------- blocks
-
-
-class SENetBottleneck(nn.Module):
-    """The SENet-154 bottleneck: ResNeXt's, with the first 1x1 convolution halved (Hu et al., appendix).
-
-    ``conv1`` 1x1 ``inplanes -> width / 2``, ``conv2`` 3x3 (strided, ``groups`` groups)
-    ``width / 2 -> width``, ``conv3`` 1x1 ``width -> 4 planes``, with ``width =
-    int(planes * base_width / 64) * groups`` as in ResNeXt (64x4d: ``width = 4 planes``).
-    Same constructor, submodule names and forward as :class:`cnnkit.layers.residual.Bottleneck`:
-    ``out = act(drop_path(se(bn3(conv3(...)))) + shortcut(x))``.
-    """
-
-    expansion: ClassVar[int] = 4
-    preact: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        groups: int = 1,
-        base_width: int = 64,
-        dilation: int = 1,
-        norm_layer: NormArg = None,
-        *,
-        act_layer: ActArg = None,
-        drop_path_rate: float = 0.0,
-        drop_rate: float = 0.0,
-        attn_layer: Callable[[int], nn.Module] | None = None,
-    ) -> None:
-        super().__init__()
-        who = type(self).__name__
-        for name, value in (
-            ("inplanes", inplanes),
-            ("planes", planes),
-            ("stride", stride),
-            ("groups", groups),
-            ("base_width", base_width),
-            ("dilation", dilation),
-        ):
-            _check_int(who, name, value)
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"{who} needs drop_path_rate in [0, 1); got {drop_path_rate}")
-        width = int(planes * (base_width / 64.0)) * groups
-        if width % 2 or (width // 2) % groups:
-            raise ValueError(
-                f"{who}: the halved width {width}/2 must split into groups={groups}; "
-                f"choose planes, base_width and groups with an even number of channels per group"
-            )
-        out_planes = planes * self.expansion
-        if downsample is None and (stride != 1 or inplanes != out_planes):
-            raise ValueError(
-                f"{who} with stride={stride} maps {inplanes} to {out_planes} channels: pass downsample="
-            )
-        norm = get_norm_layer(norm_layer or "batch")
-        act = get_act(act_layer or "relu")
-        self.conv1 = conv1x1(inplanes, width // 2)
-        self.bn1 = norm(width // 2)
-        self.act1 = act()
-        self.conv2 = conv3x3(width // 2, width, stride, groups, dilation)
-        self.bn2 = norm(width)
-        self.act2 = act()
-        self.dropout = Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.conv3 = conv1x1(width, out_planes)
-        self.bn3 = norm(out_planes)
-        self.se = attn_layer(out_planes) if attn_layer is not None else nn.Identity()
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
-        self.downsample = downsample
-        self.act3 = act()
-        self.stride = stride
-
-    def zero_init_last(self) -> None:
-        """Zero the last norm's scale so the branch starts at zero (Goyal et al. 2017, sec. 5.1)."""
-        weight = getattr(self.bn3, "weight", None)
-        if weight is not None:
-            nn.init.zeros_(weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.act2(self.bn2(self.conv2(out)))
-        out = self.se(self.bn3(self.conv3(self.dropout(out))))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return self.act3(self.drop_path(out) + shortcut)
 
 
 # ---------------------------------------------------------------------------- main class
