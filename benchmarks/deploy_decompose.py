@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from cnnkit.data.sources import load_dataset
-    from cnnkit.deploy.runs import decompose_run, finetune, load_run, render_markdown
+    from cnnkit.deploy.runs import decompose_run, finetune_config, render_markdown
+    from cnnkit.run import load_run, read_config
     from cnnkit.train.config import TrainConfig
     from cnnkit.train.loop import evaluate, train
 
@@ -112,13 +114,16 @@ def main() -> None:
         # control: the original network fine-tuned the same way, so that what the extra
         # epochs alone give is not credited to the decomposition
         t3 = time.perf_counter()
-        model, meta = load_run(run)
-        data = load_dataset(
-            "fashion-mnist", train_subset=args.train_subset, seed=0
-        )  # the run's seed is 0, as its subset
+        control = run.with_name(f"{run.name}-control")
+        if control.exists():
+            shutil.rmtree(control)  # a rerun fine-tunes the control again
+        cfg = finetune_config(
+            read_config(run), run, control, epochs=args.finetune_epochs, lr=report["finetune_lr"]
+        )
+        train(cfg)
+        model, meta = load_run(control)
+        data = load_dataset("fashion-mnist", train_subset=args.train_subset, seed=cfg.seed)
         mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
-        torch.manual_seed(0)
-        finetune(model, data, mean, std, epochs=args.finetune_epochs, lr=report["finetune_lr"])
         res = evaluate(model, data.test_x, data.test_y, mean, std, batch_size=500)
         report["control"] = {
             "variant": f"original + the same fine-tune ({args.finetune_epochs} ep)",

@@ -66,8 +66,8 @@ class _Bf16Autocast(nn.Module):
 
 def _groups() -> list[list[tuple[str, nn.Module, tuple[int, int, int]]]]:
     """Models to time together: each mobile model alone, the trained and decomposed resnet20 as one group."""
-    from cnnkit.deploy.runs import load_run
     from cnnkit.models.registry import create_model
+    from cnnkit.run import load_run
 
     groups = []
     for name in ("mobilenet_v1", "shufflenet_v1_g3"):

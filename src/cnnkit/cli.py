@@ -47,12 +47,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from cnnkit.train.config import config_from_args, resume_config
+    from cnnkit.train.config import resolve_config
     from cnnkit.train.loop import train
 
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "debug")}
-    cfg = resume_config(given["resume"], given) if given.get("resume") else config_from_args(given)
-    final = train(cfg)
+    final = train(resolve_config(given))
     if final.get("test_top1") is not None and int(os.environ.get("RANK", "0")) == 0:
         print(
             f"{final['model']} on {final['dataset']}: test top-1 {100 * final['test_top1']:.2f}%, "
@@ -60,12 +59,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{final['train_seconds']:.1f}s training; run folder {final['run_dir']}"
         )
     return 0
-
-
-def _load_run(run_dir: str) -> tuple[Any, dict[str, Any]]:
-    from cnnkit.train.checkpoint import load_run
-
-    return load_run(run_dir)
 
 
 def _check_data(run: str, meta: dict[str, Any], data: Any, dataset: str) -> None:
@@ -87,9 +80,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from cnnkit.data.sources import load_dataset
+    from cnnkit.run import load_run
     from cnnkit.train.loop import evaluate
 
-    model, meta = _load_run(args.checkpoint)
+    model, meta = load_run(args.checkpoint)
     data = load_dataset(args.dataset, data_dir=args.data_dir, image_size=meta.get("image_size"))
     _check_data(args.checkpoint, meta, data, args.dataset)
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
@@ -115,9 +109,10 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     import torch
 
     from cnnkit.data.sources import load_dataset
+    from cnnkit.run import load_run
     from cnnkit.train.ensemble import ensemble_eval
 
-    members = [_load_run(d) for d in args.runs]
+    members = [load_run(d) for d in args.runs]
     data = load_dataset(args.dataset, data_dir=args.data_dir, image_size=members[0][1].get("image_size"))
     for run, (_, meta) in zip(args.runs, members, strict=True):
         _check_data(run, meta, data, args.dataset)
@@ -141,16 +136,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     from cnnkit.data.imagefolder import read_image
+    from cnnkit.data.sources import normalize
+    from cnnkit.run import load_run
 
-    model, meta = _load_run(args.checkpoint)
+    model, meta = load_run(args.checkpoint)
     size, chans = int(meta.get("image_size", 28)), int(meta["in_chans"])
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
     classes = meta.get("classes") or [str(i) for i in range(meta["num_classes"])]
     # every file is read before the first prediction: a bad one stops the command before any output
     images = torch.stack([read_image(path, channels=chans, size=size) for path in args.images])
-    x = (images.float() / 255 - mean[:, None, None]) / std[:, None, None]
     with torch.no_grad():
-        probs = model(x).softmax(1)
+        probs = model(normalize(images, mean, std)).softmax(1)
     for path, p in zip(args.images, probs, strict=True):
         top = p.topk(min(5, len(p)))
         print(
@@ -161,40 +157,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
             )
         )
-    return 0
-
-
-def _cmd_plot_lr(args: argparse.Namespace) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from cnnkit.train.schedule import Schedule
-
-    total = args.epochs * args.steps_per_epoch
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name in args.sched:
-        s = Schedule(
-            name,
-            total,
-            args.steps_per_epoch,
-            warmup_steps=round(args.warmup_epochs * args.steps_per_epoch),
-            min_lr_ratio=args.min_lr / args.lr,
-            decay_epochs=args.decay_epochs,
-            decay_rate=args.decay_rate,
-        )
-        ax.plot(
-            [i / args.steps_per_epoch for i in range(total)],
-            [args.lr * s(i) for i in range(total)],
-            label=name,
-        )
-    ax.set(xlabel="epoch", ylabel="learning rate", title="learning-rate schedules")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(args.output, dpi=100)
-    print(f"wrote {args.output}")
     return 0
 
 
@@ -244,17 +206,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("plot-lr", help="draw learning-rate schedules")
-    p.add_argument("--sched", nargs="+", default=["step", "exponential", "cosine"])
-    p.add_argument("--epochs", type=int, default=90)
-    p.add_argument("--steps-per-epoch", type=int, default=100)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--min-lr", type=float, default=0.0)
-    p.add_argument("--warmup-epochs", type=float, default=0.0)
-    p.add_argument("--decay-epochs", type=float, default=30.0)
-    p.add_argument("--decay-rate", type=float, default=0.1)
-    p.add_argument("--output", default="lr.png")
-    p.set_defaults(func=_cmd_plot_lr)
     return parser
 
 

@@ -17,7 +17,8 @@ from cnnkit.data.sources import load_dataset
 from cnnkit.deploy.cli_support import add_deploy_commands
 from cnnkit.deploy.export import load_exported
 from cnnkit.deploy.latency import compare_latency, measure_latency
-from cnnkit.deploy.runs import decompose_run, load_run, recalibrate_bn
+from cnnkit.deploy.runs import decompose_run, recalibrate_bn
+from cnnkit.run import load_run
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.loop import evaluate, train
 

@@ -10,7 +10,7 @@ import pytest
 from cnnkit.lab.experiments import EXPERIMENTS, get_experiment
 from cnnkit.lab.runner import arm_config
 from cnnkit.lab.spec import BUDGETS, Arm, Budget, Verdict, combine
-from cnnkit.train.loop import validate_config
+from cnnkit.train.config import validate_config
 
 ISSUE_LIST = {
     "separable", "residual", "init", "norm", "regularise", "augment", "schedule", "activation",

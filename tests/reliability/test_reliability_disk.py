@@ -38,8 +38,8 @@ from reliability_support import (
 )
 
 from cnnkit import cli
-from cnnkit.train import checkpoint
-from cnnkit.train.checkpoint import load_state
+from cnnkit import run as checkpoint
+from cnnkit.run import load_state
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ from reliability_support import (
     weights,
 )
 
-from cnnkit.train.checkpoint import load_state
+from cnnkit.run import load_state
 
 pytestmark = pytest.mark.slow
 

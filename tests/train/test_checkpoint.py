@@ -23,8 +23,8 @@ import torch
 from safetensors.torch import load_file
 
 from cnnkit import cli
+from cnnkit.run import CheckpointError, atomic_write, load_model_state, load_state, load_weights
 from cnnkit.train import loop
-from cnnkit.train.checkpoint import CheckpointError, atomic_write, load_model_state, load_state, load_weights
 
 # 256 synthetic 12x12 images, batches of 32: 8 steps per epoch, 3 epochs, about 1 s per run.
 TINY = [

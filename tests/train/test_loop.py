@@ -6,6 +6,7 @@ options fail before any data is read.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -24,8 +25,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from cnnkit import cli
+from cnnkit.run import load_state
 from cnnkit.train import loop
-from cnnkit.train.checkpoint import load_state
 from cnnkit.train.config import TrainConfig, config_from_args
 from cnnkit.train.loop import TrainingError, evaluate, train
 
@@ -230,7 +231,7 @@ def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(
 def test_huge_lr_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg = tiny_config("--epochs", "1", "--lr", "1e30", "--sched", "constant", "--checkpoint-every", "1")
-    cfg.output = str(out)
+    cfg = dataclasses.replace(cfg, output=str(out))
     with pytest.raises(TrainingError) as err:
         train(cfg)
     # a non-finite loss or gradient at step N, or weights that overflowed in step N (caught before saving)

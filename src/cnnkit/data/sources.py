@@ -31,6 +31,7 @@ __all__ = [
     "DatasetTensors",
     "check_dataset_files",
     "load_dataset",
+    "normalize",
     "search_dirs",
     "synthetic",
 ]
@@ -132,6 +133,31 @@ class DatasetTensors:
         """Per-channel z-score statistics of the training set, in [0, 1] pixel units."""
         x = self.train_x.to(torch.float64).div_(255)
         return x.mean(dim=(0, 2, 3)).float(), x.std(dim=(0, 2, 3)).float()
+
+    def keep_test_subset(self, n: int | None) -> None:
+        """Keep a fixed subset of ``n`` test images (``--test-subset``; None: all).
+
+        The first ``n`` of a permutation seeded with 0, whatever the run's seed, so runs
+        with different seeds are compared on the same images.
+        """
+        if n is None:
+            return
+        if not 0 < n <= len(self.test_y):
+            raise ValueError(f"--test-subset must be in 1..{len(self.test_y)} for {self.name}; got {n}")
+        keep = torch.randperm(len(self.test_y), generator=torch.Generator().manual_seed(0))[:n]
+        self.test_x, self.test_y = self.test_x[keep], self.test_y[keep]
+
+
+def normalize(
+    images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, *, channels_last: bool = False
+) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> float z-scores ``(x / 255 - mean) / std`` per channel.
+
+    The one place cnnkit standardises pixels (trainer, evaluation, prediction, figures);
+    ``mean`` and ``std`` are per-channel, in [0, 1] pixel units (:meth:`DatasetTensors.mean_std`).
+    """
+    x = (images.float().div_(255) - mean[:, None, None]) / std[:, None, None]
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def search_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) -> list[Path]:

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from cnnkit.deploy.export import EXPORT_FORMATS, ExportResult, export, load_exported
     from cnnkit.deploy.fuse import fold_conv_bn, foldable_pairs, fuse_bn
     from cnnkit.deploy.latency import Latency, compare_latency, measure_latency
-    from cnnkit.deploy.runs import decompose_run, finetune, load_run, recalibrate_bn
+    from cnnkit.deploy.runs import decompose_run, finetune_config, recalibrate_bn
+    from cnnkit.run import load_run
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -41,7 +42,7 @@ __all__ = [
     "decompose_with_plan",
     "energy_for_budget",
     "export",
-    "finetune",
+    "finetune_config",
     "fold_conv_bn",
     "foldable_pairs",
     "fuse_bn",
@@ -68,7 +69,7 @@ _HOME = {
     "decompose_with_plan": "decompose",
     "energy_for_budget": "decompose",
     "export": "export",
-    "finetune": "runs",
+    "finetune_config": "runs",
     "fold_conv_bn": "fuse",
     "foldable_pairs": "fuse",
     "fuse_bn": "fuse",

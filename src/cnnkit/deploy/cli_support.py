@@ -57,7 +57,7 @@ def export_command(args: argparse.Namespace) -> int:
     import torch
 
     from cnnkit.deploy.export import SUFFIX, export
-    from cnnkit.deploy.runs import load_run
+    from cnnkit.run import load_run
 
     model, meta = load_run(args.run_dir)
     size = int(args.image_size or meta.get("image_size", 224))
@@ -130,7 +130,9 @@ def add_deploy_commands(sub: Any) -> None:
     )
     p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (also for latency)")
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurements")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=None, help="fine-tuning seed (default: the run's; it also draws --train-subset)"
+    )
     p.add_argument("--format", choices=("markdown", "json"), default="markdown")
     p.set_defaults(func=decompose_command)
 

@@ -76,6 +76,7 @@ from cnnkit.layers.conv import (
     SpatialSeparableConv2d,
     conv_output_size,
 )
+from cnnkit.run import register_rebuild
 
 __all__ = [
     "METHODS",
@@ -86,6 +87,7 @@ __all__ = [
     "decompose_with_plan",
     "energy_for_budget",
     "plan_decomposition",
+    "rebuild_decomposed",
 ]
 
 METHODS = ("spatial_separable", "depthwise_separable", "flattened")
@@ -733,3 +735,12 @@ def build_decomposed(model: nn.Module, method: str, ranks: Mapping[str, int]) ->
         _set_submodule(model, name, _replacement(conv, method, d.rank))
     model.decomposition = plan.spec()  # type: ignore[assignment]
     return model
+
+
+def rebuild_decomposed(model: nn.Module, spec: Mapping[str, Any]) -> None:
+    """The run folder's rebuild hook (:func:`cnnkit.run.register_rebuild`): ``spec`` is the
+    ``decomposition`` metadata that :func:`cnnkit.deploy.runs.decompose_run` writes."""
+    build_decomposed(model, spec["method"], spec["ranks"])
+
+
+register_rebuild("decomposition", rebuild_decomposed)

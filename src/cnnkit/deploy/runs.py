@@ -1,84 +1,42 @@
 """Run folders in, run folders out: load a trained run, decompose it, fine-tune it briefly, report.
 
 A run folder written by ``cnnkit train`` holds ``model.safetensors`` whose metadata
-names the zoo model and its data (``model``, ``model_kwargs``, ``num_classes``,
-``in_chans``, ``small_input``, ``mean``, ``std``, ``image_size``). A decomposed model is
-not a zoo model, so :func:`decompose_run` adds ``decomposition`` (the method and the
-per-layer ranks) to that metadata; :func:`load_run` rebuilds the zoo model on the
-``meta`` device, gives it the decomposed structure (:func:`~cnnkit.deploy.decompose.build_decomposed`),
-and loads the weights, so the new folder loads like any run.
+names the zoo model and its data (:mod:`cnnkit.run` owns the format). A decomposed model
+is not a zoo model, so :func:`decompose_run` adds ``decomposition`` (the method and the
+per-layer ranks) to that metadata, and this package registers how such a model is
+rebuilt (:func:`~cnnkit.deploy.decompose.rebuild_decomposed`); :func:`cnnkit.run.load_run`
+then loads the new folder like any run.
 
 The report compares, on the run's test set, the original, the decomposed model before
 and after fine-tuning, and each with batch norm folded (:func:`~cnnkit.deploy.fuse.fuse_bn`):
 top-1 accuracy, parameters, mult-adds per image (:func:`cnnkit.analysis.summarize`) and
 measured CPU latency at batch 1 and 64 (:func:`~cnnkit.deploy.latency.measure_latency`).
-Fine-tuning is a short cosine-decayed SGD run over the training set (Jaderberg et al.
-2014 and Denton et al. 2014 fine-tune after the approximation the same way).
+Fine-tuning is a short cosine-decayed SGD run of the trainer itself
+(:func:`cnnkit.train.loop.train` with ``initial_checkpoint``: the source run's data,
+augmentation and machine settings, its mixed precision, channels_last, non-finite guard,
+checkpoints and ``--resume``), as Jaderberg et al. 2014 and Denton et al. 2014 fine-tune
+after the approximation.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-import yaml
 from torch import nn
 
-from cnnkit.data.sources import DatasetTensors
+from cnnkit.data.sources import DatasetTensors, normalize
+from cnnkit.run import load_run, read_config, save_weights
+from cnnkit.train.config import TrainConfig
 
-__all__ = ["decompose_run", "finetune", "load_run", "recalibrate_bn", "render_markdown"]
-
-
-# ---------------------------------------------------------------------------- loading
-
-
-def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a trained or decomposed model from a run folder or its ``model.safetensors``; eval mode.
-
-    :func:`cnnkit.train.checkpoint.load_run`, plus the ``decomposition`` metadata that
-    :func:`decompose_run` writes: the zoo model is built on ``meta``, given the
-    decomposed structure, then filled with the file's weights.
-    """
-    from cnnkit.deploy.decompose import build_decomposed
-    from cnnkit.models.registry import create_model
-    from cnnkit.train.checkpoint import CheckpointError, load_model_state, load_weights
-
-    path = Path(run_dir)
-    weights = path / "model.safetensors" if path.is_dir() else path
-    state, meta = load_weights(weights)
-    for key in ("model", "num_classes", "in_chans", "mean", "std"):
-        if key not in meta:
-            raise CheckpointError(f"{weights}: no {key!r} in its metadata; not written by `cnnkit train`")
-    with torch.device("meta"):  # no weight is allocated until the file's are loaded
-        model = create_model(
-            meta["model"],
-            num_classes=meta["num_classes"],
-            in_chans=meta["in_chans"],
-            small_input=meta.get("small_input", False),
-            **meta.get("model_kwargs", {}),
-        )
-        spec = meta.get("decomposition")
-        if spec:
-            build_decomposed(model, spec["method"], spec["ranks"])
-    model.to_empty(device="cpu")
-    load_model_state(model, state, weights)
-    return model.eval(), meta
-
-
-def _run_config(run_dir: Path) -> dict[str, Any]:
-    """The source run's ``config.yaml`` (plain data), or {} when there is none."""
-    path = run_dir / "config.yaml" if run_dir.is_dir() else run_dir.parent / "config.yaml"
-    if not path.is_file():
-        return {}
-    data = yaml.safe_load(path.read_text()) or {}
-    return data if isinstance(data, dict) else {}
+__all__ = ["decompose_run", "finetune_config", "recalibrate_bn", "render_markdown"]
 
 
 # ---------------------------------------------------------------------------- fine-tuning
@@ -111,9 +69,7 @@ def recalibrate_bn(
     model.train()
     try:
         for start in range(0, len(images), batch_size):
-            model(
-                (images[start : start + batch_size].float() / 255 - mean[:, None, None]) / std[:, None, None]
-            )
+            model(normalize(images[start : start + batch_size], mean, std))
     finally:
         for m, momentum in zip(norms, saved, strict=True):
             m.momentum = momentum
@@ -121,65 +77,45 @@ def recalibrate_bn(
     return len(norms)
 
 
-def finetune(
-    model: nn.Module,
-    data: DatasetTensors,
-    mean: torch.Tensor,
-    std: torch.Tensor,
+def finetune_config(
+    source: Mapping[str, Any],
+    initial_checkpoint: str | Path,
+    output: str | Path,
     *,
     epochs: int,
     lr: float = 0.01,
     batch_size: int = 128,
     weight_decay: float = 5e-4,
-    crop_pad: int = 0,
-    hflip: float = 0.0,
-    seed: int = 0,
-    log: Callable[[str], None] | None = None,
-) -> list[dict[str, float]]:
-    """Fine-tune ``model`` in place: SGD with Nesterov momentum 0.9, cosine decay from ``lr`` to 0.
+    **overrides: Any,
+) -> TrainConfig:
+    """The trainer's config for fine-tuning the weights in ``initial_checkpoint``.
 
-    The training images go through the trainer's batch augmentation (``crop_pad``,
-    ``hflip``, as in the source run). Returns per-epoch ``{"epoch", "train_loss",
-    "seconds"}``. The model is left in eval mode.
+    SGD with Nesterov momentum 0.9 and cosine decay from ``lr`` to 0, no warm-up; the
+    data, augmentation (crop, flip), model options and machine settings (``amp``,
+    ``channels_last``, ``device``) of the ``source`` run's config; ``overrides`` on top
+    (``dataset``, ``train_subset``, ``seed``...).
     """
-    from cnnkit.data.augment import random_crop, random_flip
-    from cnnkit.train.optim import build_optimizer
-    from cnnkit.train.schedule import Schedule, build_scheduler
-
-    n = len(data.train_y)
-    if epochs < 1:
-        raise ValueError(f"fine-tuning epochs must be >= 1; got {epochs}")
-    if not 1 <= batch_size <= n:
-        raise ValueError(f"fine-tuning batch size must be in 1..{n} (the training images); got {batch_size}")
-    steps = n // batch_size
-    optimizer = build_optimizer(model, "sgd", lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    scheduler = build_scheduler(optimizer, Schedule("cosine", steps * epochs, steps))
-    gen = torch.Generator().manual_seed(seed)
-    history = []
-    for epoch in range(epochs):
-        model.train()
-        t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen)
-        loss_sum = 0.0
-        for step in range(steps):
-            idx = perm[step * batch_size : (step + 1) * batch_size]
-            x = (data.train_x[idx].float() / 255 - mean[:, None, None]) / std[:, None, None]
-            if crop_pad:
-                x = random_crop(x, crop_pad, gen)
-            if hflip:
-                x = random_flip(x, gen, hflip)
-            loss = F.cross_entropy(model(x), data.train_y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.item()
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / steps, "seconds": time.perf_counter() - t0}
-        history.append(row)
-        if log is not None:
-            log(f"fine-tune epoch {epoch + 1}/{epochs}: loss {row['train_loss']:.4f}, {row['seconds']:.1f}s")
-    model.eval()
-    return history
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    kept = (
+        "model", "model_kwargs", "norm", "act", "drop", "drop_path", "small_input",
+        "dataset", "data_dir", "train_subset", "test_subset", "image_size", "seed",
+        "crop_pad", "hflip", "amp", "channels_last", "device", "deterministic", "progress",
+    )  # fmt: skip
+    given = {k: source[k] for k in kept if k in source and k in names}
+    return TrainConfig(
+        **{
+            **given,
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+            "weight_decay": weight_decay,
+            "initial_checkpoint": str(initial_checkpoint),
+            "output": str(output),
+            "threads": torch.get_num_threads(),
+            "recipe": None,
+            **overrides,
+        }
+    )
 
 
 # ---------------------------------------------------------------------------- the report
@@ -276,7 +212,7 @@ def decompose_run(
     batch_size: int = 128,
     recalibrate: int = 2000,
     latency: bool = True,
-    seed: int = 0,
+    seed: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Decompose the model of ``run_dir``, fine-tune it, and write a new run folder with a report.
@@ -287,21 +223,26 @@ def decompose_run(
     keep: the energy target is then found by :func:`~cnnkit.deploy.decompose.energy_for_budget`).
     The new folder (default ``<run_dir>-<method>``) holds ``model.safetensors`` (the
     fine-tuned weights if ``finetune_epochs`` > 0; its metadata carries the
-    decomposition spec, so :func:`load_run` and therefore ``cnnkit eval`` rebuild it),
-    ``decompose.json`` (the full report) and ``decompose.md`` (its table). The dataset
-    (and ``train_subset``, augmentation) default to the source run's ``config.yaml``.
-    Returns the report.
+    decomposition spec, so :func:`cnnkit.run.load_run` and therefore ``cnnkit eval`` rebuild
+    it), ``decompose.json`` (the full report) and ``decompose.md`` (its table); with
+    fine-tuning, also ``decomposed.safetensors`` (where it started) and the trainer's files.
+    The dataset (and ``train_subset``, ``seed``, augmentation) default to the source run's
+    ``config.yaml``. Returns the report.
     """
     from cnnkit.data.sources import load_dataset
     from cnnkit.deploy.decompose import decompose_with_plan, energy_for_budget
     from cnnkit.deploy.fuse import fuse_bn
-    from cnnkit.train.checkpoint import save_weights
 
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     src = Path(run_dir)
     model, meta = load_run(src)
-    cfg = _run_config(src)
-    dataset = dataset or cfg.get("dataset", "fashion-mnist")
+    cfg = read_config(src, required=False)
+    given = {"dataset": dataset, "data_dir": data_dir, "train_subset": train_subset, "test_subset": test_subset}
+    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    overrides["seed"] = int(cfg.get("seed", 0)) if seed is None else seed
+    # what the source run trained on; without its config.yaml, what its weights' metadata says
+    data_cfg = {"dataset": "fashion-mnist", "model": meta["model"], "model_kwargs": meta.get("model_kwargs", {})}
+    data_cfg.update({**cfg, **overrides})
     out = Path(output) if output else src.with_name(f"{src.name}-{method}")
     if (out / "model.safetensors").exists():
         raise ValueError(f"{out} already holds a model; choose another --output")
@@ -321,27 +262,19 @@ def decompose_run(
             f"no conv of {meta['model']} was decomposed with {method} at {target} "
             f"(left alone: {'; '.join(f'{k}: {v}' for k, v in plan.skipped.items()) or 'no k x k convs'})"
         )
-    train_subset = train_subset if train_subset is not None else cfg.get("train_subset")
     data = load_dataset(
-        dataset,
-        data_dir=data_dir or cfg.get("data_dir"),
-        train_subset=train_subset,
-        seed=int(cfg.get("seed", 0)),
-        image_size=meta.get("image_size") if dataset in ("imagefolder", "synthetic") else None,
+        data_cfg["dataset"],
+        data_dir=data_cfg.get("data_dir"),
+        train_subset=data_cfg.get("train_subset"),
+        seed=data_cfg["seed"],
+        image_size=meta.get("image_size") if data_cfg["dataset"] in ("imagefolder", "synthetic") else None,
     )
-    test_subset = test_subset if test_subset is not None else cfg.get("test_subset")
-    if test_subset is not None:
-        if not 0 < test_subset <= len(data.test_y):
-            raise ValueError(f"--test-subset must be in 1..{len(data.test_y)}; got {test_subset}")
-        keep = torch.randperm(len(data.test_y), generator=torch.Generator().manual_seed(0))[:test_subset]
-        data.test_x, data.test_y = data.test_x[keep], data.test_y[keep]
+    data.keep_test_subset(data_cfg.get("test_subset"))
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
-    eval_bs = 500
-
     variants: dict[str, nn.Module] = {}
 
     def measure(label: str, m: nn.Module) -> dict[str, Any]:
-        row = _measure(label, m, data, mean, std, eval_bs)
+        row = _measure(label, m, data, mean, std, eval_batch_size=500)
         variants[label] = m
         say(f"{label}: top-1 {100 * row['test_top1']:.2f}%, {row['mult_adds'] / 1e6:.2f}M mult-adds")
         return row
@@ -358,39 +291,23 @@ def decompose_run(
         rows.append(
             measure(f"decomposed, BN re-estimated ({min(recalibrate, len(data.train_y))} images)", final)
         )
+    out.mkdir(parents=True, exist_ok=True)
+    new_meta = {**meta, "decomposition": plan.spec(), "source_run": str(src), "finetune_epochs": finetune_epochs}
     history: list[dict[str, float]] = []
     if finetune_epochs > 0:
-        final = copy.deepcopy(final)
-        torch.manual_seed(seed)
-        history = finetune(
-            final,
-            data,
-            mean,
-            std,
-            epochs=finetune_epochs,
-            lr=lr,
-            batch_size=batch_size,
-            crop_pad=int(cfg.get("crop_pad", 0)),
-            hflip=float(cfg.get("hflip", 0.0)),
-            seed=seed,
-            log=say,
-        )
+        start = out / "decomposed.safetensors"
+        save_weights(start, final, new_meta)
+        ft = finetune_config(data_cfg, start, out, epochs=finetune_epochs, lr=lr, batch_size=batch_size)
+        final, history = _finetune(ft)
         rows.append(measure(f"decomposed + fine-tune ({finetune_epochs} ep)", final))
+    else:
+        save_weights(out / "model.safetensors", final, new_meta)
     rows.append(measure(rows[-1]["variant"] + ", BN folded", fuse_bn(final)))
-
     if latency:
         _add_latencies(rows, variants, tuple(int(v) for v in data.test_x.shape[1:]))
-    out.mkdir(parents=True, exist_ok=True)
-    new_meta = {
-        **meta,
-        "decomposition": plan.spec(),
-        "source_run": str(src),
-        "finetune_epochs": finetune_epochs,
-    }
-    save_weights(out / "model.safetensors", final, new_meta)
     report = {
         "model": meta["model"],
-        "dataset": dataset,
+        "dataset": data_cfg["dataset"],
         "source_run": str(src),
         "output": str(out),
         "method": method,
@@ -409,3 +326,17 @@ def decompose_run(
     (out / "decompose.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "decompose.md").write_text(render_markdown(report))
     return report
+
+
+def _finetune(cfg: TrainConfig) -> tuple[nn.Module, list[dict[str, float]]]:
+    """Train ``cfg`` (a :func:`finetune_config`); the fine-tuned model and its per-epoch loss and seconds."""
+    from cnnkit.run import read_metrics
+    from cnnkit.train.loop import train
+
+    train(cfg)
+    model, _ = load_run(cfg.output or "")
+    history = [
+        {"epoch": r["epoch"], "train_loss": r["train_loss"], "seconds": r["epoch_seconds"]}
+        for r in read_metrics(cfg.output or "")
+    ]
+    return model, history

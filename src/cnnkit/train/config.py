@@ -1,9 +1,14 @@
-"""Training configuration: a typed dataclass, a YAML file of defaults, flags that override.
+"""Training configuration: a typed, frozen dataclass, resolved once, checked before any data.
 
 Precedence, lowest first: the dataclass defaults, a named ``--recipe``, ``-c config.yaml``,
-then command-line flags. Flag names follow timm's where timm has one (``--model --lr
---sched --warmup-epochs --mixup --cutmix --drop-path --smoothing --amp --channels-last
---resume --output``). The resolved config is written as ``config.yaml`` in the run folder.
+command-line flags, then a torchrun restart (which continues the run in ``--output``).
+:func:`resolve_config` applies them all; the result is frozen, and the trainer only reads
+it. ``--resume RUN`` takes the run's own ``config.yaml`` with the given flags on top
+(:func:`resume_config`). :func:`validate_config` checks every value that can be checked
+before a dataset is read, one line per problem. Flag names follow timm's where timm has
+one (``--model --lr --sched --warmup-epochs --mixup --cutmix --drop-path --smoothing --amp
+--channels-last --resume --output --initial-checkpoint``). The resolved config is written
+as ``config.yaml`` in the run folder (:mod:`cnnkit.run`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import json
+import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,12 +33,15 @@ __all__ = [
     "add_train_args",
     "config_from_args",
     "load_config",
+    "model_kwargs",
     "parse_kwargs",
+    "resolve_config",
     "resume_config",
+    "validate_config",
 ]
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Every knob of ``cnnkit train``; each field is also a flag (``warmup_epochs`` -> ``--warmup-epochs``)."""
 
@@ -57,6 +68,13 @@ class TrainConfig:
         default=None, metadata={"help": "evaluate on a fixed, seeded subset of N test images (quick runs)"}
     )
     pretrained: bool = field(default=False, metadata={"help": "start from torchvision's ImageNet weights"})
+    initial_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "start from the weights of a run folder or its model.safetensors (fine-tuning; "
+            "a decomposed run keeps its structure)"
+        },
+    )
     model_kwargs: dict[str, Any] = field(
         default_factory=dict,
         metadata={
@@ -341,9 +359,171 @@ def config_from_args(args: argparse.Namespace | dict[str, Any]) -> TrainConfig:
 def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> TrainConfig:
     """The config of the run in ``run_dir`` (its ``config.yaml``), with ``overrides`` on top
     (e.g. a larger ``epochs`` to train on)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ValueError(f"{run_dir} is not a cnnkit run folder (no config.yaml); check --resume")
-    saved = load_config(path)
+    from cnnkit.run import read_config  # here, not at the top: cnnkit.run loads torch, `--help` does not
+
+    try:
+        saved = read_config(run_dir)
+    except ValueError as e:
+        raise ValueError(f"{e}; check --resume") from e
+    _check_keys(saved, str(Path(run_dir) / "config.yaml"))
+    _check_types(saved, str(Path(run_dir) / "config.yaml"))
     given = {k: v for k, v in overrides.items() if k not in ("config", "resume", "output")}
     return TrainConfig(**{**saved, **given, "resume": str(run_dir), "output": str(run_dir)})
+
+
+def resolve_config(given: dict[str, Any]) -> TrainConfig:
+    """The one resolved config of a ``cnnkit train`` command line (``given``: its parsed flags).
+
+    ``--resume RUN``: the run's config with the flags on top. Else defaults < recipe < YAML
+    < flags; then, when torchrun restarts the workers of a run that has a checkpoint in
+    ``--output`` (``TORCHELASTIC_RESTART_COUNT`` > 0), the run continues from it.
+    """
+    if given.get("resume"):
+        return resume_config(given["resume"], given)
+    cfg = config_from_args(given)
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if restarts and cfg.output and (Path(cfg.output) / "checkpoint.pt").exists():
+        cfg = dataclasses.replace(cfg, resume=cfg.output)
+    return cfg
+
+
+# ---------------------------------------------------------------- checks before any data
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Check every value that can be checked before any data is read; one clear line per problem."""
+    from cnnkit.data.sources import check_dataset_name
+    from cnnkit.layers.act import get_act
+    from cnnkit.layers.init import INIT_SCHEMES
+    from cnnkit.layers.norm import get_norm_layer
+    from cnnkit.models.registry import get_model_info
+    from cnnkit.train.optim import OPTIMIZERS
+    from cnnkit.train.schedule import SCHEDULES
+
+    get_model_info(cfg.model)
+    check_dataset_name(cfg.dataset)
+    for name, value in (("--epochs", cfg.epochs), ("--batch-size", cfg.batch_size)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1; got {value}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ValueError(f"--lr must be a positive number; got {cfg.lr}")
+    for name, p in (("--drop", cfg.drop), ("--drop-path", cfg.drop_path), ("--smoothing", cfg.smoothing)):
+        if not 0 <= p < 1:
+            raise ValueError(f"{name} must be in [0, 1); got {p}")
+    if not 0 <= cfg.hflip <= 1:
+        raise ValueError(f"--hflip is a probability in [0, 1]; got {cfg.hflip}")
+    for name, v in (
+        ("--mixup", cfg.mixup),
+        ("--cutmix", cfg.cutmix),
+        ("--crop-pad", cfg.crop_pad),
+        ("--cutout", cfg.cutout),
+        ("--weight-decay", cfg.weight_decay),
+        ("--warmup-epochs", cfg.warmup_epochs),
+        ("--min-lr", cfg.min_lr),
+    ):
+        if v < 0:
+            raise ValueError(f"{name} must be >= 0; got {v}")
+    for name, n in (
+        ("--train-subset", cfg.train_subset),
+        ("--test-subset", cfg.test_subset),
+        ("--image-size", cfg.image_size),
+        ("--threads", cfg.threads),
+    ):
+        if n is not None and n < 1:
+            raise ValueError(f"{name} must be >= 1; got {n}")
+    if cfg.checkpoint_every < 0:
+        raise ValueError(f"--checkpoint-every must be >= 0 (0: each epoch only); got {cfg.checkpoint_every}")
+    if cfg.clip_grad is not None and not cfg.clip_grad > 0:
+        raise ValueError(f"--clip-grad must be > 0; got {cfg.clip_grad}")
+    if cfg.warmup_epochs >= cfg.epochs and cfg.warmup_epochs > 0:
+        raise ValueError(
+            f"--warmup-epochs ({cfg.warmup_epochs}) must be shorter than --epochs ({cfg.epochs})"
+        )
+    for flag, choice, known in (("--opt", cfg.opt, OPTIMIZERS), ("--sched", cfg.sched, SCHEDULES)):
+        if choice not in known:
+            raise ValueError(f"unknown {flag} {choice!r}; choose from {', '.join(known)}")
+    _check_machine(cfg)
+    if cfg.init not in INIT_SCHEMES:
+        raise ValueError(f"unknown --init {cfg.init!r}; choose from {', '.join(INIT_SCHEMES)}")
+    if cfg.norm is not None:
+        get_norm_layer(cfg.norm)
+    if cfg.act is not None:
+        get_act(cfg.act)
+    if cfg.log not in (None, "tensorboard"):
+        raise ValueError(f"--log must be tensorboard; got {cfg.log!r}")
+    if not 0 < cfg.model_ema_decay < 1:
+        raise ValueError(f"--model-ema-decay must be in (0, 1); got {cfg.model_ema_decay}")
+    if cfg.initial_checkpoint is not None:
+        _check_initial_checkpoint(cfg)
+    else:
+        _check_model_args(cfg)
+
+
+def _check_machine(cfg: TrainConfig) -> None:
+    import torch
+
+    if cfg.amp not in ("none", "bf16", "fp16"):
+        raise ValueError(f"--amp must be none, bf16 or fp16; got {cfg.amp!r}")
+    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise ValueError(f"--device must be auto, cpu or cuda; got {cfg.device!r}")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA device is available (use --device cpu)")
+    if cfg.on_nonfinite not in ("stop", "skip"):
+        raise ValueError(f"--on-nonfinite must be stop or skip; got {cfg.on_nonfinite!r}")
+
+
+def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The model's constructor arguments beyond the data-given ones (classes, channels, stem)."""
+    kwargs: dict[str, Any] = {}
+    if cfg.norm is not None:
+        kwargs["norm_layer"] = cfg.norm
+    if cfg.act is not None:
+        kwargs["act_layer"] = cfg.act
+    if cfg.drop:
+        kwargs["drop_rate"] = cfg.drop
+    if cfg.drop_path:
+        kwargs["drop_path_rate"] = cfg.drop_path
+    for key, value in cfg.model_kwargs.items():
+        if key in kwargs or key in ("num_classes", "in_chans", "small_input", "pretrained"):
+            raise ValueError(
+                f"--model-kwargs {key}=... duplicates a trainer option; set it with its own flag "
+                "(--norm, --act, --drop, --drop-path, --small-input, --pretrained)"
+            )
+        kwargs[key] = value
+    return kwargs
+
+
+def _check_model_args(cfg: TrainConfig) -> None:
+    """Build the model on the meta device (no memory, no data) so that an option the
+    architecture does not take fails now rather than after the dataset is loaded."""
+    import torch
+
+    from cnnkit.models.registry import create_model
+
+    kwargs = model_kwargs(cfg)
+    if not kwargs:
+        return
+    try:
+        with torch.device("meta"):
+            create_model(cfg.model, small_input=bool(cfg.small_input), **kwargs)
+    except TypeError as e:
+        raise ValueError(f"{cfg.model} does not take {', '.join(kwargs)} ({e})") from e
+    except (RuntimeError, NotImplementedError):
+        return  # the model's init needs real tensors; the real build reports any problem
+
+
+def _check_initial_checkpoint(cfg: TrainConfig) -> None:
+    """``--initial-checkpoint`` names weights of this config's model, options included."""
+    from cnnkit.run import WEIGHTS, load_weights, run_folder
+
+    if cfg.pretrained:
+        raise ValueError("--initial-checkpoint and --pretrained both give the starting weights; choose one")
+    path = Path(cfg.initial_checkpoint or "")
+    weights = path if path.is_file() else run_folder(path) / WEIGHTS
+    _, meta = load_weights(weights)
+    want = json.loads(json.dumps(model_kwargs(cfg)))  # as the metadata stores them (lists, not tuples)
+    if meta.get("model") != cfg.model or meta.get("model_kwargs", {}) != want:
+        raise ValueError(
+            f"--initial-checkpoint {path} holds a {meta.get('model')} with {meta.get('model_kwargs', {})}; "
+            f"this run trains a {cfg.model} with {want} (give the same --model and options)"
+        )

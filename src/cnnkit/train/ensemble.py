@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnnkit.data.sources import normalize
+
 __all__ = ["ensemble_eval"]
 
 
@@ -24,7 +26,7 @@ def ensemble_eval(
         x8, y = images[start : start + batch_size], labels[start : start + batch_size]
         probs = []
         for model, mean, std in members:
-            x = (x8.float() / 255 - mean[:, None, None]) / std[:, None, None]
+            x = normalize(x8, mean, std)
             probs.append(model.eval()(x).float().softmax(1))
         probs.append(torch.stack(probs).mean(0))
         for i, p in enumerate(probs):

@@ -19,11 +19,16 @@ check these closed forms against torch's own schedulers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from cnnkit.train.config import TrainConfig
 
 __all__ = ["SCHEDULES", "Schedule", "build_scheduler"]
 
@@ -64,6 +69,30 @@ class Schedule:
             raise ValueError(f"step schedule needs decay_epochs > 0; got {self.decay_epochs}")
         if self.name in ("step", "multistep", "exponential") and not 0 < self.decay_rate <= 1:
             raise ValueError(f"decay_rate must be in (0, 1]; got {self.decay_rate}")
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig | Mapping[str, Any], steps_per_epoch: int) -> Schedule:
+        """The schedule a run of ``cfg`` steps through, at ``steps_per_epoch`` optimiser steps an epoch.
+
+        ``cfg`` is a :class:`~cnnkit.train.config.TrainConfig` or a run's ``config.yaml`` as a
+        mapping (fields it lacks take the dataclass defaults). The one place a schedule is
+        made from a config: the trainer, ``cnnkit viz lr`` and the lab all call it.
+        """
+        from cnnkit.train.config import TrainConfig
+
+        if isinstance(cfg, Mapping):
+            names = {f.name for f in dataclasses.fields(TrainConfig)}
+            cfg = TrainConfig(**{k: v for k, v in cfg.items() if k in names})
+        return cls(
+            cfg.sched,
+            steps_per_epoch * cfg.epochs,
+            steps_per_epoch,
+            warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
+            min_lr_ratio=cfg.min_lr / cfg.lr,
+            decay_epochs=cfg.decay_epochs,
+            milestones=tuple(cfg.decay_milestones),
+            decay_rate=cfg.decay_rate,
+        )
 
     def __call__(self, step: int) -> float:
         """Learning rate at ``step`` (0-based) as a fraction of the peak rate."""

@@ -17,54 +17,42 @@ from typing import Any
 __all__ = ["add_viz_commands"]
 
 
-def _run_folder(run: str) -> Path:
-    p = Path(run)
-    folder = p.parent if p.is_file() else p
-    if not (folder / "model.safetensors").is_file():
-        raise ValueError(
-            f"{run} is not a cnnkit run folder (no model.safetensors); train one with `cnnkit train`"
-        )
-    return folder
-
-
-def _run_config(folder: Path) -> dict[str, Any]:
-    import yaml
-
-    path = folder / "config.yaml"
-    if not path.is_file():
-        raise ValueError(f"{folder} has no config.yaml; pass --image to choose the input")
-    data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
-    return data
-
-
 def _images(args: argparse.Namespace, meta: dict[str, Any], folder: Path | None, count: int) -> Any:
     """Standardised images (N, C, H, W) and labels (or None): ``--image`` files, else test images from ``--index``."""
     import torch
 
-    mean = torch.tensor(meta["mean"])[:, None, None]
-    std = torch.tensor(meta["std"])[:, None, None]
+    from cnnkit.data.sources import load_dataset, normalize
+
+    mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
     chans, size = int(meta["in_chans"]), int(meta.get("image_size", 28))
     if getattr(args, "image", None):
         from cnnkit.data.imagefolder import read_image
 
         imgs = [read_image(path, channels=chans, size=size) for path in args.image]
-        return (torch.stack(imgs).float() / 255 - mean) / std, None
-    from cnnkit.data.sources import load_dataset
-
-    dataset = args.dataset or (_run_config(folder)["dataset"] if folder is not None else "fashion-mnist")
-    data_dir = args.data_dir or (_run_config(folder).get("data_dir") if folder is not None else None)
-    data = load_dataset(dataset, data_dir=data_dir)
+        return normalize(torch.stack(imgs), mean, std), None
+    cfg = _run_config(folder) if folder is not None and not (args.dataset and args.data_dir) else {}
+    dataset = args.dataset or cfg.get("dataset", "fashion-mnist")
+    data = load_dataset(dataset, data_dir=args.data_dir or cfg.get("data_dir"))
     n = len(data.test_y)
     if not 0 <= args.index < n:
         raise ValueError(f"--index must be in 0..{n - 1} for {dataset}; got {args.index}")
     sel = slice(args.index, min(args.index + count, n))
-    return (data.test_x[sel].float() / 255 - mean) / std, data.test_y[sel]
+    return normalize(data.test_x[sel], mean, std), data.test_y[sel]
+
+
+def _run_config(folder: Path) -> dict[str, Any]:
+    from cnnkit.run import read_config
+
+    try:
+        return read_config(folder)
+    except ValueError as e:
+        raise ValueError(f"{e}; pass --image to choose the input") from e
 
 
 def _load(run: str) -> tuple[Any, dict[str, Any], Path]:
-    from cnnkit.train.checkpoint import load_run
+    from cnnkit.run import load_run, run_folder
 
-    folder = _run_folder(run)
+    folder = run_folder(run)
     model, meta = load_run(folder)
     return model, meta, folder
 
@@ -141,29 +129,46 @@ def _cmd_histograms(args: argparse.Namespace) -> int:
 
 
 def _cmd_lr(args: argparse.Namespace) -> int:
+    """The schedule a run was trained with, or named schedules from the flags (``cnnkit plot-lr``)."""
+    from cnnkit.train.config import TrainConfig
     from cnnkit.train.schedule import Schedule
     from cnnkit.viz.plots import plot_schedules
 
+    if args.run is None:
+        spe = args.steps_per_epoch
+        given = {k: getattr(args, k) for k in ("epochs", "lr", "min_lr", "warmup_epochs", "decay_epochs", "decay_rate")}
+        scheds = {name: Schedule.from_config(TrainConfig(sched=name, **given), spe) for name in args.sched}
+        plot_schedules(scheds, lr=args.lr, output=args.output)
+        return _done(args.output)
+    from cnnkit.run import read_config
+
     folder = Path(args.run)
-    cfg = _run_config(folder)
+    cfg = read_config(folder)
     n = cfg.get("train_subset")
     if n is None:
         from cnnkit.data.sources import load_dataset
 
         n = len(load_dataset(cfg["dataset"], data_dir=cfg.get("data_dir")).train_y)
-    spe = max(int(n) // int(cfg["batch_size"]), 1)
-    sched = Schedule(
-        cfg["sched"],
-        spe * int(cfg["epochs"]),
-        spe,
-        warmup_steps=round(float(cfg["warmup_epochs"]) * spe),
-        min_lr_ratio=float(cfg["min_lr"]) / float(cfg["lr"]),
-        decay_epochs=float(cfg["decay_epochs"]),
-        milestones=tuple(cfg["decay_milestones"]),
-        decay_rate=float(cfg["decay_rate"]),
-    )
+    sched = Schedule.from_config(cfg, max(int(n) // int(cfg["batch_size"]), 1))
     plot_schedules({f"{cfg['sched']} ({folder.name})": sched}, lr=float(cfg["lr"]), output=args.output)
     return _done(args.output)
+
+
+def _lr_args(p: argparse.ArgumentParser) -> None:
+    """``cnnkit viz lr`` and its alias ``cnnkit plot-lr``: a run's schedule, or named ones."""
+    p.add_argument("run", nargs="?", default=None, help="run folder of `cnnkit train` (else: --sched)")
+    p.add_argument(
+        "--sched", nargs="+", default=["step", "exponential", "cosine"], help="schedules to draw without a run"
+    )
+    p.add_argument("--epochs", type=int, default=90)
+    p.add_argument("--steps-per-epoch", type=int, default=100)
+    p.add_argument("--lr", type=float, default=0.1, help="peak rate eta_0")
+    p.add_argument("--min-lr", type=float, default=0.0, help="cosine floor eta_T")
+    p.add_argument("--warmup-epochs", type=float, default=0.0)
+    p.add_argument("--decay-epochs", type=float, default=30.0, help="step: epochs between decays")
+    p.add_argument("--decay-rate", type=float, default=0.1, help="step factor; exponential: per-epoch factor")
+    p.add_argument("-o", "--output", default="lr.png")
+    p.set_defaults(func=_cmd_lr)
 
 
 def _cmd_rf(args: argparse.Namespace) -> int:
@@ -223,10 +228,8 @@ def add_viz_commands(sub: Any) -> None:
     p.add_argument("-o", "--output", default="histograms.png")
     p.set_defaults(func=_cmd_histograms)
 
-    p = vsub.add_parser("lr", help="the learning-rate schedule a run was trained with")
-    p.add_argument("run", help="run folder of `cnnkit train`")
-    p.add_argument("-o", "--output", default="lr.png")
-    p.set_defaults(func=_cmd_lr)
+    _lr_args(vsub.add_parser("lr", help="the learning-rate schedule a run was trained with, or named ones"))
+    _lr_args(sub.add_parser("plot-lr", help="draw learning-rate schedules (the same as `cnnkit viz lr`)"))
 
     p = vsub.add_parser("rf", help="receptive-field growth of a zoo model")
     p.add_argument("model", help="zoo model name")

@@ -1,20 +1,36 @@
-"""Checkpoints that never run code and are never left half-written.
+"""The run folder: the one owner of its format, for every package that writes or reads one.
 
-- ``model.safetensors``: the weights alone (safetensors: no code, safe to share), with
-  the model's name and data statistics as plain-string metadata.
-- ``checkpoint.pt``: the full training state (model, optimizer, scheduler, EMA, RNG
-  states, epoch and step, config as plain data), read back with
-  ``torch.load(..., weights_only=True)`` only: no fallback that could unpickle code.
+A run folder, written by ``cnnkit train`` (and ``cnnkit decompose``), holds
+
+==================  ==========================================================================
+``config.yaml``     the resolved :class:`~cnnkit.train.config.TrainConfig`, plain YAML
+``model.safetensors`` the weights (safetensors: no code), with the model's name, classes,
+                    channels, ``small_input``, model options, mean/std and image size as
+                    JSON-encoded metadata; enough to rebuild the model
+``checkpoint.pt``   the full training state (model, optimizer, scheduler, EMA, RNG states,
+                    epoch and step, history, config as plain data), read back with
+                    ``torch.load(..., weights_only=True)`` only: no fallback that could
+                    unpickle code
+``metrics.jsonl``   one JSON line per finished epoch
+``final.json``      the run's result (the dict :func:`cnnkit.train.loop.train` returns)
+``summary.csv``, ``curves.png``  the history as a table and as loss/error/lr curves
+==================  ==========================================================================
 
 Every write goes to a temporary file in the same folder, is fsynced, then atomically
 renamed over the old file, so a kill or a full disk leaves the previous file intact.
 A write that fails (a full disk, an I/O error) raises :class:`WriteError`, one line naming
 the file; the temporary file is removed. A process killed mid-write leaves its temporary
 file behind: :func:`remove_stale_temporaries` clears them when the run is resumed.
+
+:func:`load_run` rebuilds any run's model from its weights file. A model that is not a zoo
+model as built (a decomposed one) says so in its metadata; the package that made it
+registers how to rebuild it (:func:`register_rebuild`, or the ``cnnkit.rebuild`` entry
+point group), so this module never imports the packages above it.
 """
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
@@ -25,23 +41,51 @@ import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 __all__ = [
+    "CONFIG",
+    "FINAL",
+    "METRICS",
+    "STATE",
+    "WEIGHTS",
     "CheckpointError",
     "WriteError",
+    "append_metrics",
     "atomic_write",
     "load_model_state",
+    "load_run",
     "load_state",
     "load_weights",
+    "read_config",
+    "read_final",
+    "read_metrics",
+    "register_rebuild",
     "remove_stale_temporaries",
+    "run_folder",
     "save_state",
     "save_weights",
+    "write_config",
+    "write_final",
+    "write_history",
+    "write_metrics",
+    "write_text",
 ]
+
+# the files of a run folder
+CONFIG = "config.yaml"
+WEIGHTS = "model.safetensors"
+STATE = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+FINAL = "final.json"
+SUMMARY = "summary.csv"
+CURVES = "curves.png"
 
 
 class CheckpointError(ValueError):
@@ -218,22 +262,180 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
     model.load_state_dict(state, strict=True)
 
 
+# ---------------------------------------------------------------------------- small files
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+
+    atomic_write(Path(path), write)
+
+
+def write_config(folder: Path, config: dict[str, Any]) -> None:
+    """``config.yaml``: the resolved training config as plain YAML, in field order."""
+    write_text(Path(folder) / CONFIG, yaml.safe_dump(config, sort_keys=False))
+
+
+def read_config(folder: str | Path, *, required: bool = True) -> dict[str, Any]:
+    """A run's ``config.yaml`` as plain data (``yaml.safe_load``: never code).
+
+    ``folder`` may be the run folder or a file in it (its ``model.safetensors``). A missing
+    file raises, naming the folder, unless ``required`` is False ({} then).
+    """
+    p = Path(folder)
+    path = (p.parent if p.is_file() else p) / CONFIG
+    if not path.is_file():
+        if not required:
+            return {}
+        raise ValueError(f"{path.parent} is not a cnnkit run folder (no {CONFIG})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of option: value; got {type(data).__name__}")
+    return data
+
+
+def write_metrics(folder: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite ``metrics.jsonl`` from ``history`` (the checkpoint's record of finished epochs)."""
+    write_text(Path(folder) / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+
+
+def append_metrics(folder: Path, row: dict[str, Any], epoch: int) -> None:
+    """Append one epoch's line to ``metrics.jsonl``; a failure names the file and how to go on."""
+    path = Path(folder) / METRICS
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    except OSError as e:
+        raise WriteError(
+            e.errno or errno.EIO,
+            f"cannot append to {path} ({e.strerror}); the checkpoint of epoch "
+            f"{epoch} is saved: free space, then continue with --resume {folder}",
+        ) from e
+
+
+def read_metrics(folder: str | Path) -> list[dict[str, Any]]:
+    """The epochs of ``metrics.jsonl`` ([] when there is none)."""
+    path = Path(folder) / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def write_final(folder: Path, final: dict[str, Any]) -> None:
+    write_text(Path(folder) / FINAL, json.dumps(final, indent=2) + "\n")
+
+
+def read_final(folder: str | Path) -> dict[str, Any] | None:
+    """``final.json`` of a finished run, or None while it is unfinished."""
+    path = Path(folder) / FINAL
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_history(folder: Path, rows: list[dict[str, Any]]) -> None:
+    """``summary.csv`` and ``curves.png``: the finished run's history as a table and as curves."""
+    folder = Path(folder)
+
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            # rows of runs resumed across versions may differ in keys: the union, in first-seen order
+            w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(folder / SUMMARY, write_csv)
+    _plot_curves(rows, folder / CURVES)
+
+
+def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(ep, [r["train_loss"] for r in rows], "o-", label="train")
+    axes[0].plot(ep, [r["test_loss"] for r in rows], "o-", label="test")
+    axes[0].set(title="loss", xlabel="epoch", ylabel="cross-entropy")
+    axes[1].plot(ep, [100 * (1 - r["train_acc"]) for r in rows], "o-", label="train (augmented)")
+    axes[1].plot(ep, [100 * r["test_top1_err"] for r in rows], "o-", label="test top-1")
+    axes[1].plot(ep, [100 * r["test_top5_err"] for r in rows], "o-", label="test top-5")
+    axes[1].set(title="error", xlabel="epoch", ylabel="error (%)")
+    axes[2].plot(ep, [r["lr"] for r in rows], "o-")
+    axes[2].set(title="learning rate (end of epoch)", xlabel="epoch", ylabel="lr")
+    for ax in axes[:2]:
+        ax.legend()
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- rebuilding a run's model
+
+# metadata key -> function(model built on meta, the key's value) that gives the model its structure
+_REBUILD: dict[str, Callable[[nn.Module, Any], None]] = {}
+
+
+def register_rebuild(key: str, fn: Callable[[nn.Module, Any], None]) -> None:
+    """Register how a weights file whose metadata holds ``key`` is rebuilt.
+
+    ``fn(model, value)`` changes the zoo model (built on the ``meta`` device from the
+    metadata) in place into the structure the weights were saved from. Packages register
+    their hooks as ``cnnkit.rebuild`` entry points too (pyproject.toml), so that
+    :func:`load_run` finds them without importing them first.
+    """
+    _REBUILD[key] = fn
+
+
+def _rebuilder(key: str) -> Callable[[nn.Module, Any], None] | None:
+    if key not in _REBUILD:
+        for ep in entry_points(group="cnnkit.rebuild", name=key):
+            _REBUILD[key] = ep.load()
+    return _REBUILD.get(key)
+
+
+def _extension_keys() -> list[str]:
+    """Metadata keys that change the model's structure (known: ``decomposition``)."""
+    return sorted({*_REBUILD, *(ep.name for ep in entry_points(group="cnnkit.rebuild"))})
+
+
+def run_folder(run: str | Path) -> Path:
+    """The run folder of ``run`` (the folder or its ``model.safetensors``), checked to hold weights."""
+    p = Path(run)
+    folder = p.parent if p.is_file() else p
+    if not (folder / WEIGHTS).is_file():
+        raise ValueError(f"{run} is not a cnnkit run folder (no {WEIGHTS}); train one with `cnnkit train`")
+    return folder
+
+
 def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a trained model from a run folder's ``model.safetensors`` (or that file itself).
 
     The architecture comes from the metadata the trainer wrote (model name, classes,
     channels, small_input and the model options), the weights from the file: no code
-    is loaded. Returns the model in eval mode and the metadata (mean, std, classes...).
+    is loaded. A decomposed model (``decomposition`` in the metadata) gets its structure
+    from the hook its package registered. Returns the model in eval mode and the
+    metadata (mean, std, classes...).
     """
     from cnnkit.models.registry import create_model
 
     path = Path(run_dir)
-    weights = path / "model.safetensors" if path.is_dir() else path
+    weights = path / WEIGHTS if path.is_dir() else path
     state, meta = load_weights(weights)
     for key in ("model", "num_classes", "in_chans", "mean", "std"):
         if key not in meta:
             raise CheckpointError(f"{weights}: no {key!r} in its metadata; not written by `cnnkit train`")
-    with torch.device("meta"):
+    with torch.device("meta"):  # no weight is allocated until the file's are loaded
         model = create_model(
             meta["model"],
             num_classes=meta["num_classes"],
@@ -241,11 +443,12 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             small_input=meta.get("small_input", False),
             **meta.get("model_kwargs", {}),
         )
-        spec = meta.get("decomposition")
-        if spec:  # a run written by `cnnkit decompose`: rebuild its low-rank structure
-            from cnnkit.deploy.decompose import build_decomposed
-
-            build_decomposed(model, spec["method"], spec["ranks"])
+        for key in _extension_keys():
+            if meta.get(key):
+                rebuild = _rebuilder(key)
+                if rebuild is None:  # pragma: no cover (an entry point that does not load)
+                    raise CheckpointError(f"{weights}: no way to rebuild its {key!r}; reinstall cnnkit")
+                rebuild(model, meta[key])
     model.to_empty(device="cpu")
     load_model_state(model, state, weights)
     return model.eval(), meta
