@@ -229,20 +229,14 @@ def decompose_run(
     The dataset (and ``train_subset``, ``seed``, augmentation) default to the source run's
     ``config.yaml``. Returns the report.
     """
-    from cnnkit.data.sources import load_dataset
     from cnnkit.deploy.decompose import decompose_with_plan, energy_for_budget
     from cnnkit.deploy.fuse import fuse_bn
 
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     src = Path(run_dir)
     model, meta = load_run(src)
-    cfg = read_config(src, required=False)
     given = {"dataset": dataset, "data_dir": data_dir, "train_subset": train_subset, "test_subset": test_subset}
-    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    overrides["seed"] = int(cfg.get("seed", 0)) if seed is None else seed
-    # what the source run trained on; without its config.yaml, what its weights' metadata says
-    data_cfg = {"dataset": "fashion-mnist", "model": meta["model"], "model_kwargs": meta.get("model_kwargs", {})}
-    data_cfg.update({**cfg, **overrides})
+    data_cfg = _source_config(src, meta, seed=seed, **{k: v for k, v in given.items() if v is not None})
     out = Path(output) if output else src.with_name(f"{src.name}-{method}")
     if (out / "model.safetensors").exists():
         raise ValueError(f"{out} already holds a model; choose another --output")
@@ -262,14 +256,7 @@ def decompose_run(
             f"no conv of {meta['model']} was decomposed with {method} at {target} "
             f"(left alone: {'; '.join(f'{k}: {v}' for k, v in plan.skipped.items()) or 'no k x k convs'})"
         )
-    data = load_dataset(
-        data_cfg["dataset"],
-        data_dir=data_cfg.get("data_dir"),
-        train_subset=data_cfg.get("train_subset"),
-        seed=data_cfg["seed"],
-        image_size=meta.get("image_size") if data_cfg["dataset"] in ("imagefolder", "synthetic") else None,
-    )
-    data.keep_test_subset(data_cfg.get("test_subset"))
+    data = _load_data(data_cfg, meta)
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
     variants: dict[str, nn.Module] = {}
 
@@ -326,6 +313,30 @@ def decompose_run(
     (out / "decompose.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "decompose.md").write_text(render_markdown(report))
     return report
+
+
+def _source_config(src: Path, meta: dict[str, Any], seed: int | None, **given: Any) -> dict[str, Any]:
+    """The source run's config (what it trained on: data, seed, augmentation), ``given`` on top.
+
+    Without its ``config.yaml``, the model and options its weights' metadata names.
+    """
+    cfg = {"dataset": "fashion-mnist", "model": meta["model"], "model_kwargs": meta.get("model_kwargs", {})}
+    cfg.update(read_config(src, required=False))
+    return {**cfg, **given, "seed": int(cfg.get("seed", 0)) if seed is None else seed}
+
+
+def _load_data(cfg: dict[str, Any], meta: dict[str, Any]) -> DatasetTensors:
+    from cnnkit.data.sources import load_dataset
+
+    data = load_dataset(
+        cfg["dataset"],
+        data_dir=cfg.get("data_dir"),
+        train_subset=cfg.get("train_subset"),
+        seed=cfg["seed"],
+        image_size=meta.get("image_size") if cfg["dataset"] in ("imagefolder", "synthetic") else None,
+    )
+    data.keep_test_subset(cfg.get("test_subset"))
+    return data
 
 
 def _finetune(cfg: TrainConfig) -> tuple[nn.Module, list[dict[str, float]]]:
