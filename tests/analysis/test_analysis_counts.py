@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.analysis import summarize
-from cnnkit.analysis.tracer import einsum_mult_adds
+from cnnkit.analysis.op_math import einsum_mult_adds
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -189,9 +189,9 @@ def test_conv_formula_is_flop_counters(x: tuple, w: tuple, out: tuple, transpose
     """The formula is torch.utils.flop_counter's (halved), written out so as not to import it."""
     from torch.utils.flop_counter import conv_flop_count
 
-    from cnnkit.analysis.tracer import conv_mult_adds
+    from cnnkit.analysis.op_math import conv_shape_mult_adds
 
-    assert 2 * conv_mult_adds(x, w, out, transposed) == conv_flop_count(
+    assert 2 * conv_shape_mult_adds(x, w, out, transposed) == conv_flop_count(
         list(x), list(w), list(out), transposed
     )
 
@@ -199,15 +199,15 @@ def test_conv_formula_is_flop_counters(x: tuple, w: tuple, out: tuple, transpose
 def test_attention_and_matmul_formulas_are_flop_counters() -> None:
     from torch.utils.flop_counter import bmm_flop, mm_flop, sdpa_flop_count
 
-    from cnnkit.analysis.tracer import _matmul_shape, _sdpa_macs
+    from cnnkit.analysis.op_math import matmul_shape, sdpa_mult_adds
 
-    assert 2 * _sdpa_macs((2, 4, 7, 16), (2, 4, 9, 16), (2, 4, 9, 8)) == sdpa_flop_count(
+    assert 2 * sdpa_mult_adds((2, 4, 7, 16), (2, 4, 9, 16), (2, 4, 9, 8)) == sdpa_flop_count(
         (2, 4, 7, 16), (2, 4, 9, 16), (2, 4, 9, 8)
     )
-    assert 2 * _sdpa_macs((2, 8, 7, 16), (2, 2, 9, 16), (2, 2, 9, 16)) == sdpa_flop_count(
+    assert 2 * sdpa_mult_adds((2, 8, 7, 16), (2, 2, 9, 16), (2, 2, 9, 16)) == sdpa_flop_count(
         (2, 8, 7, 16), (2, 2, 9, 16), (2, 2, 9, 16)
     )
-    assert 2 * _matmul_shape((5, 3, 4), (5, 4, 6))[1] == bmm_flop((5, 3, 4), (5, 4, 6))
-    assert 2 * _matmul_shape((3, 4), (4, 6))[1] == mm_flop((3, 4), (4, 6))
-    assert _matmul_shape((2, 1, 3, 4), (5, 4, 6)) == ((2, 5, 3, 6), 2 * 5 * 3 * 4 * 6)  # broadcast batch
-    assert _matmul_shape((4,), (4, 6)) == ((6,), 24) and _matmul_shape((3, 4), (4,)) == ((3,), 12)
+    assert 2 * matmul_shape((5, 3, 4), (5, 4, 6))[1] == bmm_flop((5, 3, 4), (5, 4, 6))
+    assert 2 * matmul_shape((3, 4), (4, 6))[1] == mm_flop((3, 4), (4, 6))
+    assert matmul_shape((2, 1, 3, 4), (5, 4, 6)) == ((2, 5, 3, 6), 2 * 5 * 3 * 4 * 6)  # broadcast batch
+    assert matmul_shape((4,), (4, 6)) == ((6,), 24) and matmul_shape((3, 4), (4,)) == ((3,), 12)
