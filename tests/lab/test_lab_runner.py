@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from cnnkit.lab import runner
-from cnnkit.lab.common import load_model, load_test_split, new_figure, save_figure
+from cnnkit.lab.common import load_model, load_test_split
+from cnnkit.lab.figures import new_figure, save_figure
 from cnnkit.lab.report import render_report
 from cnnkit.lab.spec import Arm, Budget, Context, Experiment, FigureRef, Table, Verdict, combine
 from cnnkit.train import loop

@@ -1,5 +1,6 @@
-"""Helpers the experiments of ``cnnkit lab`` share: budgets, per-arm numbers, seed
-statistics, model costs, the test split the trainer evaluated on, and the standard figures.
+"""Helpers the experiments of ``cnnkit lab`` share: budgets, per-arm numbers and tables,
+seed statistics, model costs and the test split the trainer evaluated on (the figures are
+in :mod:`cnnkit.lab.figures`).
 """
 
 from __future__ import annotations
@@ -13,30 +14,28 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from cnnkit.lab.spec import ArmRun, Budget, Context, FigureRef, Table, Verdict
+from cnnkit.lab.spec import ArmRun, Budget, Context, Table, Verdict
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
     from torch import nn
 
 __all__ = [
     "SMOKE",
     "arm_numbers",
     "arm_table",
-    "bar_figure",
     "budgets",
     "clean_train_top1",
-    "curves_figure",
+    "cost_table",
     "load_test_split",
     "load_train_split",
     "mean",
+    "measure_arms",
     "model_cost",
     "paired_difference",
     "paired_verdict",
     "pct",
     "pm",
     "run_meta",
-    "save_figure",
     "sd",
 ]
 
@@ -146,6 +145,29 @@ def arm_table(numbers: Mapping[str, Mapping[str, Any]], caption: str = "Arms (me
     )
 
 
+def cost_table(
+    caption: str,
+    numbers: Mapping[str, Mapping[str, Any]],
+    *,
+    digits: int = 2,
+    extra: Sequence[tuple[str, Callable[[Mapping[str, Any]], str]]] = (),
+) -> Table:
+    """Per arm of :func:`measure_arms` with ``cost``: its parameters, mult-adds per image (in
+    millions, ``digits`` decimals) and mean test top-1, then the ``extra`` columns, each a
+    name and the cell it makes of the arm's numbers."""
+    rows = [
+        [
+            v["label"],
+            "n/a" if v["params"] is None else f"{v['params']:,}",
+            "n/a" if v["mult_adds"] is None else f"{v['mult_adds'] / 1e6:.{digits}f}M",
+            pct(v["test_top1_mean"]),
+            *(cell(v) for _, cell in extra),
+        ]
+        for v in numbers.values()
+    ]
+    return Table(caption, ["net", "params", "mult-adds", "test top-1", *(name for name, _ in extra)], rows)
+
+
 # ---------------------------------------------------------------------------- models and data
 
 
@@ -244,97 +266,24 @@ def load_train_split(ctx: Context, run: ArmRun) -> tuple[torch.Tensor, torch.Ten
 
 def load_model(run: ArmRun) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """The run's trained model (eval mode, CPU) and the mean and std it standardises with."""
-    from cnnkit.train.checkpoint import load_run
+    from cnnkit.run import load_run
 
     model, meta = load_run(run.run_dir)
     return model, torch.tensor(meta["mean"]), torch.tensor(meta["std"])
 
 
-# ---------------------------------------------------------------------------- figures
+# ---------------------------------------------------------------------------- measurements
 
 
-def save_figure(fig: Figure, ctx: Context, stem: str, caption: str) -> FigureRef:
-    """Save ``fig`` as ``<experiment folder>/<stem>.png`` and return its reference."""
-    path = ctx.folder / f"{stem}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return FigureRef(path.name, caption)
-
-
-def new_figure(width: float, height: float) -> Figure:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def curves_figure(
-    ctx: Context,
-    panels: Sequence[tuple[str, Sequence[str]]],
-    *,
-    metrics: Sequence[tuple[str, Callable[[dict[str, Any]], float], str]] | None = None,
-    ylabel: str = "error (%)",
-) -> Figure:
-    """One panel per ``(title, arm names)``; per arm and metric, the mean over seeds by epoch.
-
-    Default metrics: training error (thin, from the running accuracy of each epoch) and
-    test top-1 error (bold), as in the lecture's ResNet figure.
-    """
-    metrics = metrics or [
-        ("train", lambda h: 100 * (1 - h["train_acc"]), "-"),
-        ("test", lambda h: 100 * h["test_top1_err"], "-"),
-    ]
-    fig = new_figure(5.2 * len(panels), 3.8)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (title, arms) in zip(axes, panels, strict=True):
-        for i, arm in enumerate(arms):
-            runs = ctx.ok_runs(arm)
-            if not runs:
-                continue
-            label = next(a.title for a in ctx.experiment.arms if a.name == arm)
-            epochs = min(len(r.history) for r in runs)
-            for j, (mname, fn, style) in enumerate(metrics):
-                ys = [mean([fn(r.history[e]) for r in runs]) for e in range(epochs)]
-                ax.plot(
-                    range(1, epochs + 1),
-                    ys,
-                    style,
-                    color=f"C{i}",
-                    lw=0.9 if j == 0 and len(metrics) > 1 else 2.2,
-                    marker="o" if j == 0 else "s",
-                    ms=2.5 if j == 0 else 4,
-                    label=f"{label} ({mname})",
-                )
-        ax.set(title=title, xlabel="epoch", ylabel=ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return fig
-
-
-def bar_figure(
-    groups: Sequence[tuple[str, Sequence[float]]],
-    *,
-    ylabel: str,
-    title: str,
-    scale: float = 100.0,
-    zoom: bool = True,
-) -> Figure:
-    """One bar per group at its mean, each seed as a dot; ``zoom`` starts the axis near the data."""
-    fig = new_figure(max(4.5, 0.75 * len(groups) + 2), 3.6)
-    ax = fig.add_subplot()
-    vals_all = [scale * v for _, vs in groups for v in vs if math.isfinite(v)]
-    for i, (_, vs) in enumerate(groups):
-        fin = [scale * v for v in vs if math.isfinite(v)]
-        if fin:
-            ax.bar(i, mean(fin), color=f"C{i % 10}", alpha=0.75)
-            ax.plot([i] * len(fin), fin, "k.", ms=5)
-    ax.set_xticks(range(len(groups)), [g for g, _ in groups], rotation=30, ha="right", fontsize=8)
-    if zoom and vals_all:
-        lo, hi = min(vals_all), max(vals_all)
-        pad = max((hi - lo) * 0.3, 0.5)
-        ax.set_ylim(max(lo - pad, 0.0) if lo >= 0 else lo - pad, hi + pad)
-    ax.set(ylabel=ylabel, title=title)
-    ax.grid(alpha=0.3, axis="y")
-    return fig
+def measure_arms(ctx: Context, *, cost: bool = False) -> dict[str, dict[str, Any]]:
+    """:func:`arm_numbers` of every arm, in the experiment's order; with ``cost`` also the
+    ``params`` and ``mult_adds`` traced from the arm's first finished run (``None`` without one)."""
+    arms = {a.name: arm_numbers(ctx, a.name) for a in ctx.experiment.arms}
+    if cost:
+        for name, n in arms.items():
+            runs = ctx.ok_runs(name)
+            n["params"], n["mult_adds"] = cost_of_run(runs[0]) if runs else (None, None)
+    return arms
 
 
 def relative(path: Path, start: Path) -> str:

@@ -15,18 +15,9 @@ from typing import Any
 
 import torch
 
-from cnnkit.lab.common import (
-    arm_numbers,
-    arm_table,
-    bar_figure,
-    budgets,
-    curves_figure,
-    mean,
-    new_figure,
-    pct,
-    save_figure,
-)
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, FigureRef, Table, Verdict, combine
+from cnnkit.lab.common import arm_table, budgets, mean, measure_arms, pct
+from cnnkit.lab.figures import Accuracy, Curves, Custom, new_figure, plots
+from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -38,7 +29,7 @@ ARMS = tuple(Arm(a, "fmnet", {**_NET, "act": a}, label=a) for a in (*SATURATING,
 
 
 def measure(ctx: Context) -> dict[str, Any]:
-    arms = {a.name: arm_numbers(ctx, a.name) for a in ARMS}
+    arms = measure_arms(ctx)
     # speed of training: the mean training loss over the epochs (the area under the loss curve)
     auc = {k: mean([mean([float(h["train_loss"]) for h in r.history]) for r in ctx.ok_runs(k)]) for k in arms}
     finite = [auc[k] for k in NON_SATURATING if auc[k] == auc[k]]
@@ -118,38 +109,6 @@ def _functions_figure() -> Any:
     return fig
 
 
-def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
-    loss = [("train loss", lambda h: float(h["train_loss"]), "-")]
-    return [
-        save_figure(_functions_figure(), ctx, "functions", "Each activation and its derivative (autograd)."),
-        save_figure(
-            curves_figure(
-                ctx,
-                [
-                    ("saturating vs ReLU", ["sigmoid", "tanh", "relu", "gelu"]),
-                    ("all", [a.name for a in ARMS]),
-                ],
-                metrics=loss,
-                ylabel="training loss",
-            ),
-            ctx,
-            "loss",
-            "Training loss by epoch (mean over seeds).",
-        ),
-        save_figure(
-            bar_figure(
-                [(k, v["test_top1"]) for k, v in n["arms"].items()],
-                ylabel="test top-1 (%)",
-                title="accuracy",
-                zoom=False,
-            ),
-            ctx,
-            "accuracy",
-            "Test top-1 per activation.",
-        ),
-    ]
-
-
 EXPERIMENT = Experiment(
     name="activation",
     title="Saturating activations train slowly",
@@ -170,7 +129,18 @@ EXPERIMENT = Experiment(
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=figures,
+    figures=plots(
+        Custom(
+            "functions", "Each activation and its derivative (autograd).", lambda ctx, n: _functions_figure()
+        ),
+        Curves(
+            "Training loss by epoch (mean over seeds).",
+            panels=(("saturating vs ReLU", ["sigmoid", "tanh", "relu", "gelu"]), ("all", None)),
+            loss=True,
+            stem="loss",
+        ),
+        Accuracy("Test top-1 per activation.", zoom=False),
+    ),
     notes=(
         "fmnet narrowed to 16-32-64 channels, with its batch norm, SGD at lr 0.05. A first version without "
         "normalisation left every activation at chance (mean loss 2.30 = ln 10) within the quick budget: "

@@ -15,19 +15,17 @@ from typing import Any
 import torch
 
 from cnnkit.lab.common import (
-    arm_numbers,
     arm_table,
-    bar_figure,
     budgets,
     clean_train_top1,
     load_test_split,
     mean,
-    new_figure,
+    measure_arms,
     paired_difference,
     pct,
-    save_figure,
 )
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, FigureRef, Table, Verdict, combine
+from cnnkit.lab.figures import Accuracy, Custom, new_figure, plots
+from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -43,7 +41,7 @@ AUGMENTED = ("crop_flip", "cutout", "mixup", "cutmix")
 
 
 def measure(ctx: Context) -> dict[str, Any]:
-    arms = {a.name: arm_numbers(ctx, a.name) for a in ARMS}
+    arms = measure_arms(ctx)
     for name, n in arms.items():
         train = [clean_train_top1(ctx, r) for r in ctx.ok_runs(name)]
         n["gap_mean"] = mean([tr - te for tr, te in zip(train, n["test_top1"], strict=True)])
@@ -89,7 +87,7 @@ def tables(n: dict[str, Any]) -> list[Table]:
     ]
 
 
-def _samples(ctx: Context) -> Any:
+def _samples(ctx: Context, n: dict[str, Any]) -> Any:
     from cnnkit.data.augment import cutmix, cutout, mixup, random_crop, random_flip
 
     x8, y = load_test_split(ctx)
@@ -114,23 +112,6 @@ def _samples(ctx: Context) -> Any:
     return fig
 
 
-def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
-    arms = n["arms"]
-    return [
-        save_figure(_samples(ctx), ctx, "samples", "Eight test images under each augmentation (one draw)."),
-        save_figure(
-            bar_figure(
-                [(v["label"], v["test_top1"]) for v in arms.values()],
-                ylabel="test top-1 (%)",
-                title="accuracy",
-            ),
-            ctx,
-            "accuracy",
-            "Test top-1 per augmentation; dots are seeds.",
-        ),
-    ]
-
-
 EXPERIMENT = Experiment(
     name="augment",
     title="Augmentation fights overfitting on small data",
@@ -148,7 +129,10 @@ EXPERIMENT = Experiment(
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=figures,
+    figures=plots(
+        Custom("samples", "Eight test images under each augmentation (one draw).", _samples),
+        Accuracy("Test top-1 per augmentation; dots are seeds."),
+    ),
     notes=(
         "fmnet narrowed to 16-32-64 channels. Horizontal flips suit Fashion-MNIST's clothes; on digits "
         "(mnist) they would not. Mixup and cutmix usually need longer training than this budget to pay off."

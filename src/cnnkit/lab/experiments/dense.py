@@ -11,10 +11,12 @@ as the paper's does.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from cnnkit.lab.common import arm_numbers, arm_table, budgets, cost_of_run, new_figure, pct, save_figure
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, FigureRef, Table, Verdict, combine
+from cnnkit.lab.common import arm_table, budgets, cost_table, measure_arms, pct
+from cnnkit.lab.figures import Custom, new_figure, plots
+from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -29,11 +31,7 @@ RESNETS = ("resnet18", "resnet20")
 
 
 def measure(ctx: Context) -> dict[str, Any]:
-    arms = {a.name: arm_numbers(ctx, a.name) for a in ARMS}
-    for name, n in arms.items():
-        runs = ctx.ok_runs(name)
-        n["params"], n["mult_adds"] = cost_of_run(runs[0]) if runs else (None, None)
-    return {"arms": arms}
+    return {"arms": measure_arms(ctx, cost=True)}
 
 
 def judge(n: dict[str, Any]) -> Verdict:
@@ -72,28 +70,20 @@ def judge(n: dict[str, Any]) -> Verdict:
     )
 
 
+def _per_param(v: Mapping[str, Any]) -> str:
+    return f"{100 * v['test_top1_mean'] / (v['params'] / 1e6):.1f}" if v["params"] else "n/a"
+
+
 def tables(n: dict[str, Any]) -> list[Table]:
-    rows = [
-        [
-            v["label"],
-            f"{v['params']:,}" if v["params"] else "n/a",
-            f"{v['mult_adds'] / 1e6:.1f}M" if v["mult_adds"] else "n/a",
-            pct(v["test_top1_mean"]),
-            f"{100 * v['test_top1_mean'] / (v['params'] / 1e6):.1f}" if v["params"] else "n/a",
-        ]
-        for v in n["arms"].values()
-    ]
     return [
-        Table(
-            "Accuracy per parameter",
-            ["net", "params", "mult-adds", "test top-1", "top-1 points per M params"],
-            rows,
+        cost_table(
+            "Accuracy per parameter", n["arms"], digits=1, extra=[("top-1 points per M params", _per_param)]
         ),
         arm_table(n["arms"]),
     ]
 
 
-def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
+def _params(ctx: Context, n: dict[str, Any]) -> Any:
     fig = new_figure(5.8, 3.8)
     ax = fig.add_subplot()
     for i, v in enumerate(n["arms"].values()):
@@ -109,7 +99,7 @@ def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
     )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    return [save_figure(fig, ctx, "params", "Test error against parameter count: down and left is better.")]
+    return fig
 
 
 EXPERIMENT = Experiment(
@@ -133,7 +123,7 @@ EXPERIMENT = Experiment(
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=figures,
+    figures=plots(Custom("params", "Test error against parameter count: down and left is better.", _params)),
     notes=(
         "DenseNet-BC-100 and ResNet-18 use their ImageNet stems on 28x28 inputs (their dense/residual stages "
         "see 7x7 maps); ResNet-20 is the CIFAR net at full resolution, a small reference point."

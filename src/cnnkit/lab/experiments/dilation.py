@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.lab.common import SMOKE, budgets, new_figure, save_figure
-from cnnkit.lab.spec import Budget, Context, Experiment, FigureRef, Table, Verdict, combine
+from cnnkit.lab.common import SMOKE, budgets
+from cnnkit.lab.figures import Custom, new_figure, plots
+from cnnkit.lab.spec import Budget, Context, Experiment, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT", "dilated_stack", "gradient_support"]
 
@@ -139,9 +140,7 @@ def tables(n: dict[str, Any]) -> list[Table]:
     ]
 
 
-def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
-    from cnnkit.viz.plots import plot_rf_growth
-
+def _support(ctx: Context, n: dict[str, Any]) -> Any:
     masks = gradient_support(dilated_stack(n["dilations"][:3]), size=17)
     fig = new_figure(9, 3.4)
     axes = fig.subplots(1, 3)
@@ -151,11 +150,10 @@ def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("input pixels reaching one unit (autograd), as the lecture's receptive-field slide")
-    out = [
-        save_figure(
-            fig, ctx, "support", "Pixels whose gradient reaches the centre unit after 1, 2, 3 layers."
-        )
-    ]
+    return fig
+
+
+def _growth(ctx: Context, n: dict[str, Any]) -> Any:
     fig = new_figure(6.2, 3.6)
     ax = fig.add_subplot()
     xs = list(range(1, len(n["dilations"]) + 1))
@@ -165,25 +163,19 @@ def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
     ax.set(xlabel="3x3 layers", ylabel="receptive field (px)", title="exponential vs linear growth")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    out.append(
-        save_figure(fig, ctx, "growth", "Receptive field after each layer (cnnkit.analysis.rf_growth).")
-    )
+    return fig
+
+
+def _zoo(ctx: Context, n: dict[str, Any]) -> Any:
+    from cnnkit.models.registry import create_model
+    from cnnkit.viz.plots import plot_rf_growth
+
     zoo = {"fmnet": "fmnet", "resnet20": "resnet20", "mobilenet_v1": "mobilenet_v1"}
     models = {}
     for label, name in zoo.items():
-        from cnnkit.models.registry import create_model
-
         with torch.device("meta"):
             models[label] = create_model(name, num_classes=10, in_chans=1, small_input=True)
-    out.append(
-        save_figure(
-            plot_rf_growth(models, (1, 28, 28), title="receptive field of zoo nets at 28x28"),
-            ctx,
-            "zoo",
-            "Receptive-field growth of three zoo nets on 28x28 inputs (small-input stems).",
-        )
-    )
-    return out
+    return plot_rf_growth(models, (1, 28, 28), title="receptive field of zoo nets at 28x28")
 
 
 EXPERIMENT = Experiment(
@@ -202,6 +194,10 @@ EXPERIMENT = Experiment(
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=figures,
+    figures=plots(
+        Custom("support", "Pixels whose gradient reaches the centre unit after 1, 2, 3 layers.", _support),
+        Custom("growth", "Receptive field after each layer (cnnkit.analysis.rf_growth).", _growth),
+        Custom("zoo", "Receptive-field growth of three zoo nets on 28x28 inputs (small-input stems).", _zoo),
+    ),
     notes="No training: the budget does not change this experiment.",
 )

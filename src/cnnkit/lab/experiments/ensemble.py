@@ -13,18 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import (
-    arm_numbers,
-    arm_table,
-    bar_figure,
-    budgets,
-    load_model,
-    load_test_split,
-    new_figure,
-    pct,
-    save_figure,
-)
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, FigureRef, Table, Verdict
+from cnnkit.lab.common import arm_table, budgets, load_model, load_test_split, measure_arms, pct
+from cnnkit.lab.figures import Custom, bar_figure, new_figure, plots
+from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict
 
 __all__ = ["EXPERIMENT"]
 
@@ -47,7 +38,7 @@ def measure(ctx: Context) -> dict[str, Any]:
 
     from cnnkit.train.ensemble import ensemble_eval
 
-    arms = {a.name: arm_numbers(ctx, a.name) for a in ARMS}
+    arms = measure_arms(ctx)
     members = [(a.name, ctx.ok_runs(a.name)[0]) for a in ARMS if ctx.ok_runs(a.name)]
     if len(members) < 2:
         return {"arms": arms, "members": {}, "fusion": None}
@@ -97,46 +88,38 @@ def tables(n: dict[str, Any]) -> list[Table]:
     ]
 
 
-def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
+def _accuracy(ctx: Context, n: dict[str, Any]) -> Any:
+    if n["fusion"] is None:
+        return None
+    groups = [(n["arms"][k]["label"], [v]) for k, v in n["members"].items()] + [("fusion", [n["fusion"]])]
+    return bar_figure(groups, ylabel="test top-1 (%)", title="members and their fusion")
+
+
+def _saliency(ctx: Context, n: dict[str, Any]) -> Any:
     from cnnkit.viz.maps import saliency
 
-    out = []
-    if n["fusion"] is not None:
-        groups = [(n["arms"][k]["label"], [v]) for k, v in n["members"].items()] + [("fusion", [n["fusion"]])]
-        out.append(
-            save_figure(
-                bar_figure(groups, ylabel="test top-1 (%)", title="members and their fusion"),
-                ctx,
-                "accuracy",
-                "Test top-1 of each member and of the averaged-softmax fusion.",
-            )
-        )
     members = [(a, ctx.ok_runs(a.name)[0]) for a in ARMS if ctx.ok_runs(a.name)]
-    if members:
-        x, _ = load_test_split(ctx)
-        k = min(6, len(x))
-        fig = new_figure(1.5 * k + 1, 1.5 * (len(members) + 1) + 0.5)
-        axes = fig.subplots(len(members) + 1, k, squeeze=False)
+    if not members:
+        return None
+    x, _ = load_test_split(ctx)
+    k = min(6, len(x))
+    fig = new_figure(1.5 * k + 1, 1.5 * (len(members) + 1) + 0.5)
+    axes = fig.subplots(len(members) + 1, k, squeeze=False)
+    for c in range(k):
+        shown = x[c].permute(1, 2, 0).numpy()
+        axes[0, c].imshow(shown[..., 0] if shown.shape[-1] == 1 else shown, cmap="gray")
+    for r, (arm, run) in enumerate(members, start=1):
+        model, m, s = load_model(run)
         for c in range(k):
-            shown = x[c].permute(1, 2, 0).numpy()
-            axes[0, c].imshow(shown[..., 0] if shown.shape[-1] == 1 else shown, cmap="gray")
-        for r, (arm, run) in enumerate(members, start=1):
-            model, m, s = load_model(run)
-            for c in range(k):
-                img = (x[c].float() / 255 - m[:, None, None]) / s[:, None, None]
-                sal, _ = saliency(model, img)
-                axes[r, c].imshow(sal.numpy(), cmap="hot")  # imshow scales each map to its own range
-            axes[r, 0].set_ylabel(arm.title, fontsize=7)
-        for ax in axes.flat:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.suptitle("saliency of each member's predicted class (Simonyan et al. 2014)")
-        out.append(
-            save_figure(
-                fig, ctx, "saliency", "Where each member looks: saliency maps of the same test images."
-            )
-        )
-    return out
+            img = (x[c].float() / 255 - m[:, None, None]) / s[:, None, None]
+            sal, _ = saliency(model, img)
+            axes[r, c].imshow(sal.numpy(), cmap="hot")  # imshow scales each map to its own range
+        axes[r, 0].set_ylabel(arm.title, fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("saliency of each member's predicted class (Simonyan et al. 2014)")
+    return fig
 
 
 EXPERIMENT = Experiment(
@@ -159,5 +142,8 @@ EXPERIMENT = Experiment(
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=figures,
+    figures=plots(
+        Custom("accuracy", "Test top-1 of each member and of the averaged-softmax fusion.", _accuracy),
+        Custom("saliency", "Where each member looks: saliency maps of the same test images.", _saliency),
+    ),
 )

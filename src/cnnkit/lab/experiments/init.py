@@ -23,17 +23,9 @@ from typing import Any
 
 import torch
 
-from cnnkit.lab.common import (
-    arm_numbers,
-    arm_table,
-    bar_figure,
-    budgets,
-    curves_figure,
-    load_test_split,
-    pct,
-    save_figure,
-)
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, FigureRef, Table, Verdict, combine
+from cnnkit.lab.common import arm_table, budgets, load_test_split, measure_arms, pct
+from cnnkit.lab.figures import Accuracy, Curves, Custom, plots
+from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT", "STAT_SETTINGS", "init_statistics"]
 
@@ -107,7 +99,7 @@ def init_statistics(x: torch.Tensor, y: torch.Tensor, num_classes: int = 10) -> 
 
 
 def measure(ctx: Context) -> dict[str, Any]:
-    arms = {a.name: arm_numbers(ctx, a.name) for a in ARMS}
+    arms = measure_arms(ctx)
     x8, y = load_test_split(ctx)
     x8, y = x8[:256], y[:256]
     x = x8.float() / 255
@@ -209,49 +201,22 @@ def tables(n: dict[str, Any]) -> list[Table]:
     ]
 
 
-def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
-    from cnnkit.viz.stats import plot_activation_histograms, plot_layer_scales
+def _histograms(ctx: Context, n: dict[str, Any]) -> Any:
+    from cnnkit.viz.stats import plot_activation_histograms
 
-    stats = {k: v["stats"] for k, v in n["_stats"].items()}
     shown = {
-        k: stats[k]
+        k: n["_stats"][k]["stats"]
         for k in ("tanh, N(0, 0.01^2)", "tanh, N(0, 1)", "tanh, Xavier", "relu, Xavier", "relu, Kaiming")
     }
-    out = [
-        save_figure(
-            plot_activation_histograms(
-                shown, title="activations per layer at initialisation (plain 20-layer net)"
-            ),
-            ctx,
-            "histograms",
-            "Histograms of each layer's activations at initialisation, first to last layer (the lecture's "
-            "slides): small std collapses, large std saturates tanh, Xavier suits tanh and Kaiming ReLU.",
-        ),
-        save_figure(
-            plot_layer_scales(stats),
-            ctx,
-            "scales",
-            "Std of the activations and of the loss gradient with respect to them, layer by layer.",
-        ),
-        save_figure(
-            curves_figure(ctx, [("training with each init", [a.name for a in ARMS])]),
-            ctx,
-            "curves",
-            "Training error (thin) and test error (bold) by epoch for each --init scheme.",
-        ),
-        save_figure(
-            bar_figure(
-                [(v["label"], v["test_top1"]) for v in n["arms"].values()],
-                ylabel="test top-1 (%)",
-                title="accuracy after training",
-                zoom=False,
-            ),
-            ctx,
-            "accuracy",
-            "Test top-1 after training with each scheme.",
-        ),
-    ]
-    return out
+    return plot_activation_histograms(
+        shown, title="activations per layer at initialisation (plain 20-layer net)"
+    )
+
+
+def _scales(ctx: Context, n: dict[str, Any]) -> Any:
+    from cnnkit.viz.stats import plot_layer_scales
+
+    return plot_layer_scales({k: v["stats"] for k, v in n["_stats"].items()})
 
 
 EXPERIMENT = Experiment(
@@ -275,7 +240,24 @@ EXPERIMENT = Experiment(
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=figures,
+    figures=plots(
+        Custom(
+            "histograms",
+            "Histograms of each layer's activations at initialisation, first to last layer (the lecture's "
+            "slides): small std collapses, large std saturates tanh, Xavier suits tanh and Kaiming ReLU.",
+            _histograms,
+        ),
+        Custom(
+            "scales",
+            "Std of the activations and of the loss gradient with respect to them, layer by layer.",
+            _scales,
+        ),
+        Curves(
+            "Training error (thin) and test error (bold) by epoch for each --init scheme.",
+            panels=(("training with each init", None),),
+        ),
+        Accuracy("Test top-1 after training with each scheme.", title="accuracy after training", zoom=False),
+    ),
     notes=(
         "The trainer's --init takes a scheme name only, so the large-std and same-value schemes appear in "
         "the statistics at initialisation, not in training. The net has no normalisation layers on purpose: "

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import arm_numbers, arm_table, bar_figure, budgets, curves_figure, pct, save_figure
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, FigureRef, Table, Verdict, combine
+from cnnkit.lab.common import arm_table, budgets, measure_arms, pct
+from cnnkit.lab.figures import Accuracy, Curves, plots
+from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -40,7 +41,7 @@ ARMS = (
 
 
 def measure(ctx: Context) -> dict[str, Any]:
-    arms = {a.name: arm_numbers(ctx, a.name) for a in ARMS}
+    arms = measure_arms(ctx)
     acc = {k: v["test_top1_mean"] for k, v in arms.items()}
     return {
         "arms": arms,
@@ -87,34 +88,6 @@ def tables(n: dict[str, Any]) -> list[Table]:
     ]
 
 
-def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
-    arms = n["arms"]
-    return [
-        save_figure(
-            curves_figure(
-                ctx,
-                [
-                    (f"each norm at batch {BATCH}", ["none", "batch", "layer", "instance", "group"]),
-                    (f"batch {BATCH} vs {SMALL}", ["batch", "batch-b2", "group", "group-b2"]),
-                ],
-            ),
-            ctx,
-            "curves",
-            "Training error (thin) and test error (bold) by epoch.",
-        ),
-        save_figure(
-            bar_figure(
-                [(v["label"], v["test_top1"]) for v in arms.values()],
-                ylabel="test top-1 (%)",
-                title="accuracy",
-            ),
-            ctx,
-            "accuracy",
-            "Test top-1 per norm and batch size.",
-        ),
-    ]
-
-
 EXPERIMENT = Experiment(
     name="norm",
     title="Normalisation helps training; batch norm depends on the batch size",
@@ -136,7 +109,15 @@ EXPERIMENT = Experiment(
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=figures,
+    figures=plots(
+        Curves(
+            panels=(
+                (f"each norm at batch {BATCH}", ["none", "batch", "layer", "instance", "group"]),
+                (f"batch {BATCH} vs {SMALL}", ["batch", "batch-b2", "group", "group-b2"]),
+            )
+        ),
+        Accuracy("Test top-1 per norm and batch size."),
+    ),
     notes=(
         "fmnet with its default widths (16-32-64-128 channels); group norm uses Wu & He's 32 groups, fewer "
         "where the channels are fewer (the 16-channel stem gets instance norm). At batch 2 the learning "

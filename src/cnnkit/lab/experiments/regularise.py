@@ -13,18 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import (
-    arm_numbers,
-    arm_table,
-    budgets,
-    clean_train_top1,
-    curves_figure,
-    mean,
-    new_figure,
-    pct,
-    save_figure,
-)
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, FigureRef, Table, Verdict, combine
+from cnnkit.lab.common import arm_table, budgets, clean_train_top1, mean, measure_arms, pct
+from cnnkit.lab.figures import Curves, Custom, new_figure, plots
+from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -37,7 +28,7 @@ MARGIN = 0.01
 
 
 def measure(ctx: Context) -> dict[str, Any]:
-    arms = {a.name: arm_numbers(ctx, a.name) for a in ARMS}
+    arms = measure_arms(ctx)
     for name, n in arms.items():
         train = [clean_train_top1(ctx, r) for r in ctx.ok_runs(name)]
         n["clean_train_top1"] = train
@@ -79,7 +70,7 @@ def tables(n: dict[str, Any]) -> list[Table]:
     ]
 
 
-def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
+def _gap(ctx: Context, n: dict[str, Any]) -> Any:
     fig = new_figure(6.5, 3.6)
     ax = fig.add_subplot()
     labels = [v["label"] for v in n["arms"].values()]
@@ -94,17 +85,7 @@ def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
     ax.set(ylabel="top-1 (%)", title="train vs test accuracy")
     ax.legend()
     ax.grid(alpha=0.3, axis="y")
-    return [
-        save_figure(
-            fig, ctx, "gap", "Clean training accuracy beside test accuracy: the gap is the overfitting."
-        ),
-        save_figure(
-            curves_figure(ctx, [("error by epoch", [a.name for a in ARMS])]),
-            ctx,
-            "curves",
-            "Training error (thin; running, with dropout active) and test error (bold) by epoch.",
-        ),
-    ]
+    return fig
 
 
 EXPERIMENT = Experiment(
@@ -127,6 +108,9 @@ EXPERIMENT = Experiment(
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=figures,
+    figures=plots(
+        Custom("gap", "Clean training accuracy beside test accuracy: the gap is the overfitting.", _gap),
+        Curves("Training error (thin; running, with dropout active) and test error (bold) by epoch."),
+    ),
     notes="A small training subset is the point: it makes the unregularised net overfit within the budget.",
 )

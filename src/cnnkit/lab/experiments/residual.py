@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import arm_numbers, arm_table, budgets, curves_figure, pct, save_figure
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, FigureRef, Table, Verdict, combine
+from cnnkit.lab.common import arm_table, budgets, measure_arms, pct
+from cnnkit.lab.figures import Curves, plots
+from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -28,7 +29,7 @@ MARGIN = 0.01  # one point of training error
 
 
 def measure(ctx: Context) -> dict[str, Any]:
-    arms = {a.name: arm_numbers(ctx, a.name) for a in ARMS}
+    arms = measure_arms(ctx)
     err = {k: v["train_err_mean"] for k, v in arms.items()}
     return {
         "arms": arms,
@@ -81,19 +82,6 @@ def tables(n: dict[str, Any]) -> list[Table]:
     ]
 
 
-def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
-    fig = curves_figure(ctx, [("plain nets", ["plain20", "plain56"]), ("ResNets", ["resnet20", "resnet56"])])
-    return [
-        save_figure(
-            fig,
-            ctx,
-            "curves",
-            "As the lecture's fig. 4: training error (thin) and test error (bold) by epoch; left plain, "
-            "right residual.",
-        )
-    ]
-
-
 EXPERIMENT = Experiment(
     name="residual",
     title="Deeper plain nets train worse; residual nets do not",
@@ -124,7 +112,13 @@ EXPERIMENT = Experiment(
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=figures,
+    figures=plots(
+        Curves(
+            "As the lecture's fig. 4: training error (thin) and test error (bold) by epoch; left plain, "
+            "right residual.",
+            panels=(("plain nets", ["plain20", "plain56"]), ("ResNets", ["resnet20", "resnet56"])),
+        )
+    ),
     notes=(
         "CIFAR-style ResNet-20/56 (16-32-64 channels, option-A shortcuts) stand in for the lecture's "
         "ImageNet 18/34-layer nets; with few epochs the curves show early training, where the "

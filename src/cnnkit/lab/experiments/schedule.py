@@ -14,17 +14,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cnnkit.lab.common import (
-    arm_numbers,
-    arm_table,
-    budgets,
-    curves_figure,
-    mean,
-    new_figure,
-    pct,
-    save_figure,
-)
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, FigureRef, Table, Verdict, combine
+from cnnkit.lab.common import arm_table, budgets, mean, measure_arms, pct
+from cnnkit.lab.figures import Curves, Custom, new_figure, plots
+from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -74,7 +66,7 @@ ARMS = (
 
 
 def measure(ctx: Context) -> dict[str, Any]:
-    arms = {a.name: arm_numbers(ctx, a.name) for a in ARMS}
+    arms = measure_arms(ctx)
     chance = 0.1
     # a run the trainer stopped (non-finite loss: diverged) counts at chance accuracy
     acc = {
@@ -143,9 +135,9 @@ def _steps_per_epoch(ctx: Context) -> int:
     return max(n // b.batch_size, 1)
 
 
-def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
+def _schedules(ctx: Context) -> tuple[dict[str, Any], dict[str, float]]:
+    """Every arm's schedule as the trainer steps it, and its peak rate, by arm title."""
     from cnnkit.train.schedule import Schedule
-    from cnnkit.viz.plots import plot_schedules
 
     spe, b = _steps_per_epoch(ctx), ctx.budget
     scheds, peaks = {}, {}
@@ -160,34 +152,25 @@ def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
             decay_rate=float(o.get("decay_rate", 0.1)),
         )
         peaks[arm.title] = float(o["lr"])
+    return scheds, peaks
+
+
+def _five(ctx: Context, n: dict[str, Any]) -> Any:
+    from cnnkit.viz.plots import plot_schedules
+
+    scheds, peaks = _schedules(ctx)
     titles = [a.title for a in ARMS]
-    out = [
-        save_figure(
-            plot_schedules({t: scheds[t] for t in titles[:5]}, lr=peaks, title="the five schedules (lr 0.1)"),
-            ctx,
-            "schedules",
-            "The learning rate at every optimiser step, as the trainer stepped it.",
-        ),
-        save_figure(
-            plot_schedules(scheds, lr=peaks, title="all arms (log scale)", log=True),
-            ctx,
-            "schedules_all",
-            "Every arm's learning rate, including the magnitude sweep and the high-rate warmup pair.",
-        ),
-        save_figure(
-            curves_figure(
-                ctx,
-                [
-                    ("schedules at lr 0.1", list(SCHEDULE_ARMS)),
-                    ("peak learning rate", list(SWEEP)),
-                    (f"lr {HIGH_LR:g}: warmup or not", ["high_lr", "high_lr_warmup"]),
-                ],
-            ),
-            ctx,
-            "curves",
-            "Training error (thin) and test error (bold) by epoch.",
-        ),
-    ]
+    return plot_schedules({t: scheds[t] for t in titles[:5]}, lr=peaks, title="the five schedules (lr 0.1)")
+
+
+def _all(ctx: Context, n: dict[str, Any]) -> Any:
+    from cnnkit.viz.plots import plot_schedules
+
+    scheds, peaks = _schedules(ctx)
+    return plot_schedules(scheds, lr=peaks, title="all arms (log scale)", log=True)
+
+
+def _sweep(ctx: Context, n: dict[str, Any]) -> Any:
     fig = new_figure(5.5, 3.6)
     ax = fig.add_subplot()
     xs = list(SWEEP.values())
@@ -195,8 +178,7 @@ def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
     ax.set_xscale("log")
     ax.set(xlabel="peak learning rate", ylabel="test top-1 (%)", title="magnitude sweep (cosine)")
     ax.grid(alpha=0.3, which="both")
-    out.append(save_figure(fig, ctx, "sweep", "Test top-1 against the peak learning rate."))
-    return out
+    return fig
 
 
 EXPERIMENT = Experiment(
@@ -220,6 +202,21 @@ EXPERIMENT = Experiment(
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=figures,
+    figures=plots(
+        Custom("schedules", "The learning rate at every optimiser step, as the trainer stepped it.", _five),
+        Custom(
+            "schedules_all",
+            "Every arm's learning rate, including the magnitude sweep and the high-rate warmup pair.",
+            _all,
+        ),
+        Curves(
+            panels=(
+                ("schedules at lr 0.1", SCHEDULE_ARMS),
+                ("peak learning rate", list(SWEEP)),
+                (f"lr {HIGH_LR:g}: warmup or not", ["high_lr", "high_lr_warmup"]),
+            )
+        ),
+        Custom("sweep", "Test top-1 against the peak learning rate.", _sweep),
+    ),
     notes="fmnet narrowed to 16-32-64 channels; SGD with Nesterov momentum 0.9 and weight decay 5e-4 throughout.",
 )

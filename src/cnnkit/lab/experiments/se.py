@@ -12,19 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import (
-    arm_numbers,
-    arm_table,
-    bar_figure,
-    budgets,
-    cost_of_run,
-    curves_figure,
-    paired_difference,
-    paired_verdict,
-    pct,
-    save_figure,
-)
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, FigureRef, Table, Verdict
+from cnnkit.lab.common import arm_table, budgets, cost_table, measure_arms, paired_difference, paired_verdict
+from cnnkit.lab.figures import Accuracy, Curves, plots
+from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict
 
 __all__ = ["EXPERIMENT"]
 
@@ -39,10 +29,7 @@ CHEAP_PARAMS, CHEAP_MULT_ADDS = 0.05, 0.02
 
 
 def measure(ctx: Context) -> dict[str, Any]:
-    arms = {a.name: arm_numbers(ctx, a.name) for a in ARMS}
-    for name, n in arms.items():
-        runs = ctx.ok_runs(name)
-        n["params"], n["mult_adds"] = cost_of_run(runs[0]) if runs else (None, None)
+    arms = measure_arms(ctx, cost=True)
     base, se = arms["resnet18"], arms["seresnet18"]
     have = base["params"] and se["params"]
     return {
@@ -69,39 +56,7 @@ def judge(n: dict[str, Any]) -> Verdict:
 
 
 def tables(n: dict[str, Any]) -> list[Table]:
-    rows = [
-        [
-            v["label"],
-            f"{v['params']:,}" if v["params"] else "n/a",
-            f"{v['mult_adds'] / 1e6:.2f}M" if v["mult_adds"] else "n/a",
-            pct(v["test_top1_mean"]),
-        ]
-        for v in n["arms"].values()
-    ]
-    return [
-        Table("Cost and accuracy", ["net", "params", "mult-adds", "test top-1"], rows),
-        arm_table(n["arms"]),
-    ]
-
-
-def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
-    a = n["arms"]
-    return [
-        save_figure(
-            bar_figure(
-                [(v["label"], v["test_top1"]) for v in a.values()], ylabel="test top-1 (%)", title="accuracy"
-            ),
-            ctx,
-            "accuracy",
-            "Test top-1 of ResNet-18 and SE-ResNet-18; dots are seeds.",
-        ),
-        save_figure(
-            curves_figure(ctx, [("error by epoch", [x.name for x in ARMS])]),
-            ctx,
-            "curves",
-            "Training error (thin) and test error (bold) by epoch.",
-        ),
-    ]
+    return [cost_table("Cost and accuracy", n["arms"]), arm_table(n["arms"])]
 
 
 EXPERIMENT = Experiment(
@@ -134,7 +89,7 @@ EXPERIMENT = Experiment(
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=figures,
+    figures=plots(Accuracy("Test top-1 of ResNet-18 and SE-ResNet-18; dots are seeds."), Curves()),
     notes=(
         "The zoo's SE nets have ImageNet widths; on 28x28 inputs they keep the ImageNet stem (7x7/2 conv "
         "and max-pool), so the residual stages work on 7x7 and smaller maps."

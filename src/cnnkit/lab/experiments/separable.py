@@ -16,19 +16,17 @@ from typing import Any
 import torch
 
 from cnnkit.lab.common import (
-    arm_numbers,
     arm_table,
-    bar_figure,
     budgets,
-    cost_of_run,
-    curves_figure,
+    cost_table,
     load_model,
     load_test_split,
+    measure_arms,
     paired_difference,
-    pct,
-    save_figure,
+    run_meta,
 )
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, FigureRef, Table, Verdict, combine
+from cnnkit.lab.figures import Accuracy, Curves, Custom, bar_figure, plots
+from cnnkit.lab.spec import Arm, ArmRun, Budget, Context, Experiment, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -56,10 +54,7 @@ def lecture_layer_cost() -> dict[str, int]:
 
 
 def measure(ctx: Context) -> dict[str, Any]:
-    arms = {a.name: arm_numbers(ctx, a.name) for a in ARMS}
-    for name, n in arms.items():
-        runs = ctx.ok_runs(name)
-        n["params"], n["mult_adds"] = cost_of_run(runs[0]) if runs else (None, None)
+    arms = measure_arms(ctx, cost=True)
     sep, conv = arms["separable"], arms["conv"]
     layer = lecture_layer_cost()
     ratio = conv["mult_adds"] / sep["mult_adds"] if sep["mult_adds"] and conv["mult_adds"] else None
@@ -98,24 +93,13 @@ def judge(n: dict[str, Any]) -> Verdict:
 
 
 def tables(n: dict[str, Any]) -> list[Table]:
-    rows = []
-    for a in n["arms"].values():
-        rows.append(
-            [
-                a["label"],
-                "n/a" if a["params"] is None else f"{a['params']:,}",
-                "n/a" if a["mult_adds"] is None else f"{a['mult_adds'] / 1e6:.2f}M",
-                pct(a["test_top1_mean"]),
-                f"{a['images_per_s']:.0f}",
-            ]
-        )
     layer = n["lecture_layer"]
     return [
         arm_table(n["arms"]),
-        Table(
+        cost_table(
             "Cost and accuracy (mult-adds per image at the data's resolution)",
-            ["net", "params", "mult-adds", "test top-1", "train img/s (measured)"],
-            rows,
+            n["arms"],
+            extra=[("train img/s (measured)", lambda v: f"{v['images_per_s']:.0f}")],
         ),
         Table(
             "The lecture's layer (M = N = 128, D_K = 3, D_F = 64), counted by cnnkit.analysis",
@@ -129,72 +113,70 @@ def tables(n: dict[str, Any]) -> list[Table]:
     ]
 
 
-def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
-    from cnnkit.viz.maps import feature_maps, plot_feature_maps, plot_filters, plot_saliency, saliency
-
-    out = [
-        save_figure(
-            curves_figure(ctx, [("error by epoch", [a.name for a in ARMS])]),
-            ctx,
-            "curves",
-            "Training error (thin) and test top-1 error (bold) by epoch, mean over seeds.",
-        )
-    ]
-    arms = n["arms"]
-    fig = bar_figure(
-        [(arms[a.name]["label"], arms[a.name]["test_top1"]) for a in ARMS],
-        ylabel="test top-1 (%)",
-        title="accuracy (dots: seeds)",
-    )
-    out.append(save_figure(fig, ctx, "accuracy", "Test top-1 of each net; each dot is one seed."))
-    fig = bar_figure(
-        [(arms[a.name]["label"], [float(arms[a.name]["mult_adds"] or 0) / 1e6]) for a in ARMS],
+def _cost(ctx: Context, n: dict[str, Any]) -> Any:
+    return bar_figure(
+        [(v["label"], [float(v["mult_adds"] or 0) / 1e6]) for v in n["arms"].values()],
         ylabel="mult-adds per image (M)",
         title=f"cost: {n['mult_add_ratio'] or 0:.2f}x",
         scale=1.0,
         zoom=False,
     )
-    out.append(save_figure(fig, ctx, "cost", "Mult-adds per image, traced by cnnkit.analysis."))
+
+
+def _trained(ctx: Context) -> tuple[Any, list[Any], Any, ArmRun] | None:
+    """The trained MobileNet of seed 0, the first six test images (standardised as it was
+    trained), their labels and its run; ``None`` without a finished run."""
     runs = ctx.ok_runs("separable")
-    if runs:
-        model, m, s = load_model(runs[0])
-        x, y = load_test_split(ctx)
-        imgs = [((x[i].float() / 255) - m[:, None, None]) / s[:, None, None] for i in range(min(6, len(y)))]
-        out.append(
-            save_figure(
-                plot_filters(model, title="MobileNet: first-layer (full 3x3) filters"),
-                ctx,
-                "filters",
-                "First-layer filters of the trained MobileNet (seed 0), each scaled to [0, 1] (Zeiler & Fergus).",
-            )
-        )
-        name, maps = feature_maps(model, imgs[0], "features.1")
-        out.append(
-            save_figure(
-                plot_feature_maps(imgs[0], maps, layer=name),
-                ctx,
-                "feature_maps",
-                f"Feature maps of the first test image after {name} (the first depthwise separable block).",
-            )
-        )
-        sal = [saliency(model, im) for im in imgs]
-        classes = _classes(runs[0])
-        fig = plot_saliency(
-            imgs,
-            [m_ for m_, _ in sal],
-            titles=[f"pred {classes[k]}\ntrue {classes[int(y[i])]}" for i, (_, k) in enumerate(sal)],
-        )
-        out.append(
-            save_figure(
-                fig, ctx, "saliency", "Saliency |d score / d pixel| of the predicted class (Simonyan et al.)."
-            )
-        )
-    return out
+    if not runs:
+        return None
+    model, m, s = load_model(runs[0])
+    x, y = load_test_split(ctx)
+    imgs = [((x[i].float() / 255) - m[:, None, None]) / s[:, None, None] for i in range(min(6, len(y)))]
+    return model, imgs, y, runs[0]
+
+
+def _filters(ctx: Context, n: dict[str, Any]) -> Any:
+    from cnnkit.viz.maps import plot_filters
+
+    trained = _trained(ctx)
+    return (
+        None
+        if trained is None
+        else plot_filters(trained[0], title="MobileNet: first-layer (full 3x3) filters")
+    )
+
+
+FEATURE_LAYER = "features.1"  # the first depthwise separable block
+
+
+def _feature_maps(ctx: Context, n: dict[str, Any]) -> Any:
+    from cnnkit.viz.maps import feature_maps, plot_feature_maps
+
+    trained = _trained(ctx)
+    if trained is None:
+        return None
+    model, imgs, _, _ = trained
+    name, maps = feature_maps(model, imgs[0], FEATURE_LAYER)
+    return plot_feature_maps(imgs[0], maps, layer=name)
+
+
+def _saliency(ctx: Context, n: dict[str, Any]) -> Any:
+    from cnnkit.viz.maps import plot_saliency, saliency
+
+    trained = _trained(ctx)
+    if trained is None:
+        return None
+    model, imgs, y, run = trained
+    sal = [saliency(model, im) for im in imgs]
+    classes = _classes(run)
+    return plot_saliency(
+        imgs,
+        [m_ for m_, _ in sal],
+        titles=[f"pred {classes[k]}\ntrue {classes[int(y[i])]}" for i, (_, k) in enumerate(sal)],
+    )
 
 
 def _classes(run: Any) -> list[str]:
-    from cnnkit.lab.common import run_meta
-
     meta = run_meta(run)
     return list(meta.get("classes") or [str(i) for i in range(int(meta["num_classes"]))])
 
@@ -220,7 +202,24 @@ EXPERIMENT = Experiment(
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=figures,
+    figures=plots(
+        Curves("Training error (thin) and test top-1 error (bold) by epoch, mean over seeds."),
+        Accuracy("Test top-1 of each net; each dot is one seed.", title="accuracy (dots: seeds)"),
+        Custom("cost", "Mult-adds per image, traced by cnnkit.analysis.", _cost),
+        Custom(
+            "filters",
+            "First-layer filters of the trained MobileNet (seed 0), each scaled to [0, 1] (Zeiler & Fergus).",
+            _filters,
+        ),
+        Custom(
+            "feature_maps",
+            f"Feature maps of the first test image after {FEATURE_LAYER} (the first depthwise separable block).",
+            _feature_maps,
+        ),
+        Custom(
+            "saliency", "Saliency |d score / d pixel| of the predicted class (Simonyan et al.).", _saliency
+        ),
+    ),
     notes=(
         "Both nets use width multiplier 0.25 and the stride-1 small-input stem at 28x28, so the ratio "
         "differs a little from ImageNet's (the stem and classifier weigh more at this size). Measured "

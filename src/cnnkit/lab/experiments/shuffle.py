@@ -13,18 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import (
-    arm_numbers,
-    arm_table,
-    bar_figure,
-    budgets,
-    curves_figure,
-    paired_difference,
-    paired_verdict,
-    pct,
-    save_figure,
-)
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, FigureRef, Table, Verdict
+from cnnkit.lab.common import arm_table, budgets, measure_arms, paired_difference, paired_verdict, pct
+from cnnkit.lab.figures import Accuracy, Curves, plots
+from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict
 
 __all__ = ["EXPERIMENT"]
 
@@ -41,7 +32,7 @@ ARMS = (
 
 
 def measure(ctx: Context) -> dict[str, Any]:
-    arms = {a.name: arm_numbers(ctx, a.name) for a in ARMS}
+    arms = measure_arms(ctx)
     return {
         "arms": arms,
         "gain": paired_difference(arms["shuffle"]["test_top1"], arms["no_shuffle"]["test_top1"]),
@@ -80,26 +71,6 @@ def tables(n: dict[str, Any]) -> list[Table]:
     ]
 
 
-def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
-    a = n["arms"]
-    return [
-        save_figure(
-            bar_figure(
-                [(v["label"], v["test_top1"]) for v in a.values()], ylabel="test top-1 (%)", title="accuracy"
-            ),
-            ctx,
-            "accuracy",
-            "Test top-1 with and without channel shuffle; dots are seeds.",
-        ),
-        save_figure(
-            curves_figure(ctx, [("error by epoch", [x.name for x in ARMS])]),
-            ctx,
-            "curves",
-            "Training error (thin) and test error (bold) by epoch.",
-        ),
-    ]
-
-
 EXPERIMENT = Experiment(
     name="shuffle",
     title="Channel shuffle repairs grouped convolutions",
@@ -130,6 +101,6 @@ EXPERIMENT = Experiment(
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=figures,
+    figures=plots(Accuracy("Test top-1 with and without channel shuffle; dots are seeds."), Curves()),
     notes="ShuffleNet 0.25x (g = 3) with the small-input stem; parameters and mult-adds are identical in both arms.",
 )

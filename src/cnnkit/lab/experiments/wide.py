@@ -13,18 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import (
-    arm_numbers,
-    arm_table,
-    budgets,
-    cost_of_run,
-    curves_figure,
-    new_figure,
-    paired_difference,
-    pct,
-    save_figure,
-)
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, FigureRef, Table, Verdict, combine
+from cnnkit.lab.common import arm_table, budgets, cost_table, measure_arms, paired_difference
+from cnnkit.lab.figures import Curves, Custom, new_figure, plots
+from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -36,10 +27,7 @@ SIMILAR = 0.25  # parameter counts within 25% of each other count as "similar"
 
 
 def measure(ctx: Context) -> dict[str, Any]:
-    arms = {a.name: arm_numbers(ctx, a.name) for a in ARMS}
-    for name, n in arms.items():
-        runs = ctx.ok_runs(name)
-        n["params"], n["mult_adds"] = cost_of_run(runs[0]) if runs else (None, None)
+    arms = measure_arms(ctx, cost=True)
     w, d = arms["wide"], arms["deep"]
     return {
         "arms": arms,
@@ -71,24 +59,14 @@ def judge(n: dict[str, Any]) -> Verdict:
 
 
 def tables(n: dict[str, Any]) -> list[Table]:
-    rows = [
-        [
-            v["label"],
-            f"{v['params']:,}" if v["params"] else "n/a",
-            f"{v['mult_adds'] / 1e6:.1f}M" if v["mult_adds"] else "n/a",
-            pct(v["test_top1_mean"]),
-            f"{v['train_seconds_mean']:.1f}",
-            f"{v['images_per_s']:.0f}",
-        ]
-        for v in n["arms"].values()
+    extra = [
+        ("train s", lambda v: f"{v['train_seconds_mean']:.1f}"),
+        ("train img/s", lambda v: f"{v['images_per_s']:.0f}"),
     ]
-    return [
-        Table("Wide vs deep", ["net", "params", "mult-adds", "test top-1", "train s", "train img/s"], rows),
-        arm_table(n["arms"]),
-    ]
+    return [cost_table("Wide vs deep", n["arms"], digits=1, extra=extra), arm_table(n["arms"])]
 
 
-def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
+def _time(ctx: Context, n: dict[str, Any]) -> Any:
     fig = new_figure(5.5, 3.8)
     ax = fig.add_subplot()
     for i, (name, v) in enumerate(n["arms"].items()):
@@ -103,15 +81,7 @@ def figures(ctx: Context, n: dict[str, Any]) -> list[FigureRef]:
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return [
-        save_figure(fig, ctx, "time", "Accuracy against training time: up and left is better."),
-        save_figure(
-            curves_figure(ctx, [("error by epoch", [a.name for a in ARMS])]),
-            ctx,
-            "curves",
-            "Training error (thin) and test error (bold) by epoch.",
-        ),
-    ]
+    return fig
 
 
 EXPERIMENT = Experiment(
@@ -135,7 +105,10 @@ EXPERIMENT = Experiment(
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=figures,
+    figures=plots(
+        Custom("time", "Accuracy against training time: up and left is better.", _time),
+        Curves(),
+    ),
     notes=(
         "The zoo's CIFAR ResNet builders fix their widths and its wide ResNets (WRN-16-4: 2.7M parameters) "
         "have no thin ResNet of similar size, so fmnet (a wide, shallow plain net) stands in for the wide "
