@@ -4,7 +4,8 @@
   (CVPR, arXiv:1512.03385): the residual building block ``x_l = relu(F(x_{l-1}) + x_{l-1})``
   (the slide's ``x_l = H_l(x_{l-1}) + x_{l-1}``), as the two-layer ``BasicBlock`` (fig. 2) and
   the three-layer 1x1-3x3-1x1 ``Bottleneck`` (fig. 5); shortcut options A (zero-padding
-  identity, :class:`PadShortcut`) and B (1x1 projection where dimensions change) of sec. 3.3.
+  identity, :class:`PadShortcut`) and B (1x1 projection where dimensions change) of sec. 3.3,
+  built by :func:`make_downsample`.
   With ``shortcut=False`` a block is its "plain" counterpart (no addition), used for the
   lecture's plain-vs-residual figure (paper fig. 4).
 - He, Zhang, Ren & Sun 2016, "Identity mappings in deep residual networks" (ECCV,
@@ -61,6 +62,7 @@ __all__ = [
     "SENetBottleneck",
     "conv1x1",
     "conv3x3",
+    "make_downsample",
 ]
 
 NormArg = str | Callable[[int], nn.Module] | None
@@ -117,6 +119,37 @@ class PadShortcut(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.in_planes}, {self.out_planes}, stride={self.stride}"
+
+
+def make_downsample(
+    block: type[nn.Module],
+    inplanes: int,
+    out_planes: int,
+    stride: int = 1,
+    shortcut_type: str = "B",
+    kernel_size: int = 1,
+    norm: Callable[[int], nn.Module] = nn.BatchNorm2d,
+) -> nn.Module | None:
+    """The shortcut of a block whose input and output shapes differ (He et al. 2016, sec. 3.3), else None.
+
+    Option A: zero-padding identity (:class:`PadShortcut`, no parameters). Option B: 1x1
+    projection; followed by a norm in post-activation nets (torchvision's ``downsample.0/1``),
+    a bare convolution in pre-activation nets (the authors' ``preresnet.lua``, and the
+    wide-ResNet code), whose input is already normalised. ``kernel_size=3`` makes the
+    stride-2 projections 3x3 convolutions (SENet-154, Hu et al. 2018, appendix); stride-1
+    projections stay 1x1, as in the authors' model.
+    """
+    if stride == 1 and inplanes == out_planes:
+        return None
+    if shortcut_type == "A":
+        return PadShortcut(inplanes, out_planes, stride)
+    if kernel_size == 3 and stride > 1:
+        proj = conv3x3(inplanes, out_planes, stride)
+    else:
+        proj = conv1x1(inplanes, out_planes, stride)
+    if getattr(block, "preact", False):
+        return proj
+    return nn.Sequential(proj, norm(out_planes))
 
 
 def _check_common(
@@ -184,6 +217,7 @@ def _check_shortcut(
                 f"{who}: drop_path_rate={drop_path_rate} needs a shortcut (a dropped branch of a plain "
                 f"block would zero the signal); use shortcut=True or drop_path_rate=0"
             )
+
 
 def _first_width(who: str, width: int, groups: int, reduce_first: int) -> int:
     """Output channels of the first convolution: the branch width divided by ``reduce_first``."""
@@ -306,7 +340,9 @@ class ResidualBlock(nn.Module):
         if weight is not None:
             nn.init.zeros_(weight)
 
-    def _add_shortcut(self, out: torch.Tensor, x: torch.Tensor, projection_input: torch.Tensor) -> torch.Tensor:
+    def _add_shortcut(
+        self, out: torch.Tensor, x: torch.Tensor, projection_input: torch.Tensor
+    ) -> torch.Tensor:
         """``drop_path(out) + shortcut``: the identity ``x`` or ``downsample(projection_input)``."""
         if not self.has_shortcut:
             return out

@@ -1,13 +1,59 @@
-"""Helpers shared by the model families."""
+"""Helpers shared by the model families: argument checks, torchvision's initialisations, input checks."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-__all__ = ["check_input", "set_input_constraints"]
+__all__ = ["check_input", "check_model_args", "init_weights", "set_input_constraints"]
+
+InitScheme = Literal["resnet", "mobile", "densenet", "googlenet"]
+
+
+def check_model_args(who: str, *, num_classes: int, in_chans: int, **rates: float) -> None:
+    """The checks every model constructor starts with: integer class and channel counts >= 1, and
+    every dropout or drop-path rate (``drop_rate=...``, ``drop_path_rate=...``) in [0, 1)."""
+    for name, value in (("num_classes", num_classes), ("in_chans", in_chans)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{who} needs an integer {name} >= 1; got {name}={value!r}")
+    for name, rate in rates.items():
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"{who} needs {name} in [0, 1); got {name}={rate}")
+
+
+def init_weights(model: nn.Module, scheme: InitScheme) -> None:
+    """Initialise ``model`` in place as torchvision initialises the family's models.
+
+    Every scheme sets affine norms to the identity (weight 1, bias 0). Convolutions get He
+    normal weights (He et al. 2015; gain sqrt(2)), fan_out as torchvision's ResNet, VGG and
+    MobileNetV2, fan_in as its DenseNet; ``"googlenet"`` draws convolution and linear weights
+    from N(0, 0.01^2) truncated to [-2, 2]. Linear layers: untouched (``"resnet"``),
+    N(0, 0.01^2) with zero bias (``"mobile"``, which also zeroes conv biases), zero bias only
+    (``"densenet"``). Modules are visited in ``model.modules()`` order, so a seeded build
+    draws the same numbers whatever module types it holds.
+    """
+    trunc = scheme == "googlenet"
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            if trunc:
+                nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2.0, b=2.0)
+            else:
+                fan: Literal["fan_in", "fan_out"] = "fan_in" if scheme == "densenet" else "fan_out"
+                nn.init.kaiming_normal_(m.weight, mode=fan, nonlinearity="relu")
+            if scheme == "mobile" and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._NormBase | nn.GroupNorm) and m.weight is not None:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            if trunc:
+                nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2.0, b=2.0)
+            elif scheme == "mobile":
+                nn.init.normal_(m.weight, 0.0, 0.01)
+            if scheme in ("mobile", "densenet"):
+                nn.init.zeros_(m.bias)
 
 
 def check_input(module: nn.Module, args: tuple[Any, ...]) -> None:

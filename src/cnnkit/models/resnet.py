@@ -13,20 +13,24 @@
 - Huang et al. 2016, "Deep networks with stochastic depth": ``drop_path_rate``, decayed
   linearly over the blocks (the lecture's fig. 2).
 
-Two classes share the blocks of :mod:`cnnkit.layers.residual`:
+One class builds them all from the blocks of :mod:`cnnkit.layers.residual`, timm-style: a
+variant is a builder with other arguments, not another class.
 
-- :class:`ResNet`, the ImageNet net (stem, four stages of widths 64-128-256-512, pool, fc),
+- :class:`ResNet`, the ImageNet net (stem, stages of widths 64-128-256-512, pool, fc),
   with torchvision's module names, so with ``small_input=False`` and torchvision's block and
   arguments its ``state_dict`` *is* torchvision's. It takes post- and pre-activation blocks:
   with a pre-activation block the stem has no norm (the first block normalises its input)
   and a final BN-ReLU (``bn_final``, ``act_final``) follows the last stage, as in He et al.
   2016b, sec. 4. ``small_input=True`` replaces the 7x7/2 stem convolution and the max-pool
   with one 3x3/1 convolution (as the CIFAR variants do), keeping 4x4 maps in the last stage
-  for 28x28 inputs instead of 1x1.
-- :class:`CifarResNet`, the CIFAR net of He et al. sec. 4.2 and of the wide ResNets: a 3x3
-  stem convolution with 16 channels and three stages (16-32-64 channels times k), no
-  max-pool; already made for 32x32 inputs, so ``small_input`` is accepted and changes
-  nothing.
+  for 28x28 inputs instead of 1x1. The stem (``deep_stem``, ``stem_width``), the projection
+  kernel (``downsample_kernel_size``), the blocks' width rule (``groups``,
+  ``width_per_group``, ``reduce_first``) and SE (``attn_layer``) are arguments: the
+  SE-ResNets, SE-ResNeXt and SENet-154 of :mod:`cnnkit.models.senet` are ResNets.
+- :class:`CifarResNet`, the CIFAR net of He et al. sec. 4.2 and of the wide ResNets: a
+  :class:`ResNet` with a 3x3 stem convolution of 16 channels, three stages (16-32-64
+  channels times k), no max-pool module and option-A shortcuts; already made for 32x32
+  inputs, so ``small_input`` is accepted and changes nothing.
 
 Every configuration here runs on inputs down to 1x1 (all downsampling is by convolutions or
 pools with padding), so ``min_input_size`` is 1.
@@ -34,8 +38,8 @@ pools with padding), so ``min_input_size`` is 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -46,14 +50,13 @@ from cnnkit.layers.norm import get_norm_layer
 from cnnkit.layers.residual import (
     BasicBlock,
     Bottleneck,
-    PadShortcut,
     PreActBasicBlock,
     PreActBottleneck,
     ResidualBlock,
-    conv1x1,
     conv3x3,
+    make_downsample,
 )
-from cnnkit.models._utils import set_input_constraints
+from cnnkit.models._utils import check_model_args, init_weights, set_input_constraints
 from cnnkit.models.registry import register_model
 
 __all__ = [
@@ -89,6 +92,7 @@ __all__ = [
 
 NormArg = str | Callable[[int], nn.Module] | None
 ActArg = str | Callable[[], nn.Module] | None
+ResNetT = TypeVar("ResNetT", bound="ResNet")
 
 # depth -> residual blocks per stage of the ImageNet nets (He et al. 2016, table 1; ResNet-200
 # from He et al. 2016b, sec. 5). Depths of 50 and more use bottleneck blocks.
@@ -105,7 +109,23 @@ IMAGENET_STAGES: dict[int, list[int]] = {
 # ---------------------------------------------------------------------------- small helpers
 
 
-def _check_block(block: Any) -> None:
+def _positive_ints(values: Sequence[int]) -> bool:
+    return all(not isinstance(v, bool) and isinstance(v, int) and v >= 1 for v in values)
+
+
+def _check_config(
+    who: str,
+    block: Any,
+    layers: Sequence[int],
+    widths: Sequence[int],
+    *,
+    shortcut: bool,
+    shortcut_type: str,
+    downsample_kernel_size: int,
+    stem_width: int,
+    zero_init_residual: bool,
+) -> tuple[list[int], list[int]]:
+    """The net-level checks (the blocks check their own arguments); returns layers and widths as lists."""
     if not (
         isinstance(block, type)
         and issubclass(block, nn.Module)
@@ -115,48 +135,22 @@ def _check_block(block: Any) -> None:
             f"block must be a residual block class with an integer `expansion` (BasicBlock, Bottleneck, "
             f"PreActBasicBlock, PreActBottleneck or a subclass); got {block!r}"
         )
-
-
-def _check_layers(layers: Sequence[int], stages: int, who: str) -> list[int]:
-    layers = list(layers)
-    if len(layers) != stages or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in layers):
-        raise ValueError(f"{who} needs {stages} integer block counts >= 1 in `layers`; got {layers}")
-    return layers
-
-
-def _check_head(num_classes: int, in_chans: int, drop_rate: float, drop_path_rate: float, who: str) -> None:
-    if num_classes < 1:
-        raise ValueError(f"{who} needs num_classes >= 1; got {num_classes}")
-    if in_chans < 1:
-        raise ValueError(f"{who} needs in_chans >= 1; got {in_chans}")
-    if not 0.0 <= drop_rate < 1.0:
-        raise ValueError(f"{who} needs drop_rate (dropout before the classifier) in [0, 1); got {drop_rate}")
-    if not 0.0 <= drop_path_rate < 1.0:
-        raise ValueError(f"{who} needs drop_path_rate in [0, 1); got {drop_path_rate} (e.g. 0.1)")
-
-
-def _make_downsample(
-    block: type[ResidualBlock],
-    inplanes: int,
-    out_planes: int,
-    stride: int,
-    shortcut_type: str,
-    norm: Callable[[int], nn.Module],
-) -> nn.Module | None:
-    """The shortcut of a block whose input and output shapes differ (He et al. 2016, sec. 3.3).
-
-    Option A: zero-padding identity (:class:`PadShortcut`, no parameters). Option B: 1x1
-    projection; followed by a norm in post-activation nets (torchvision's ``downsample.0/1``),
-    a bare convolution in pre-activation nets (the authors' ``preresnet.lua``, and the
-    wide-ResNet code), whose input is already normalised.
-    """
-    if stride == 1 and inplanes == out_planes:
-        return None
-    if shortcut_type == "A":
-        return PadShortcut(inplanes, out_planes, stride)
-    if getattr(block, "preact", False):
-        return conv1x1(inplanes, out_planes, stride)
-    return nn.Sequential(conv1x1(inplanes, out_planes, stride), norm(out_planes))
+    widths, layers = list(widths), list(layers)
+    if not widths or not _positive_ints(widths):
+        raise ValueError(f"{who} needs positive integer stage widths; got {widths}")
+    if len(layers) != len(widths) or not _positive_ints(layers):
+        raise ValueError(f"{who} needs {len(widths)} integer block counts >= 1 in `layers`; got {layers}")
+    if shortcut_type not in ("A", "B"):
+        raise ValueError(
+            f"shortcut_type must be 'A' (zero-padding) or 'B' (projection); got {shortcut_type!r}"
+        )
+    if downsample_kernel_size not in (1, 3):
+        raise ValueError(f"{who} needs downsample_kernel_size 1 or 3; got {downsample_kernel_size!r}")
+    if stem_width < 1:
+        raise ValueError(f"{who} needs stem_width >= 1; got {stem_width}")
+    if zero_init_residual and not shortcut:
+        raise ValueError("zero_init_residual=True with shortcut=False would zero the signal of a plain net")
+    return layers, widths
 
 
 def _make_stage(
@@ -169,6 +163,7 @@ def _make_stage(
     *,
     shortcut: bool,
     shortcut_type: str,
+    downsample_kernel_size: int,
     norm: Callable[[int], nn.Module],
     groups: int,
     base_width: int,
@@ -180,11 +175,11 @@ def _make_stage(
     for i in range(num_blocks):
         block_in = inplanes if i == 0 else out_planes
         block_stride = stride if i == 0 else 1
-        downsample = (
-            _make_downsample(block, block_in, out_planes, block_stride, shortcut_type, norm)
-            if shortcut
-            else None
-        )
+        downsample = None
+        if shortcut:
+            downsample = make_downsample(
+                block, block_in, out_planes, block_stride, shortcut_type, downsample_kernel_size, norm
+            )
         blocks.append(
             block(
                 block_in,
@@ -203,40 +198,36 @@ def _make_stage(
     return nn.Sequential(*blocks)
 
 
-def _init_weights(model: nn.Module, zero_init_residual: bool) -> None:
-    """He initialisation (fan_out) of convolutions, unit-scale norms, as torchvision's ResNet.
-
-    ``zero_init_residual`` zeroes the last norm scale (post-activation) or last convolution
-    (pre-activation) of every residual branch, so each block starts as the identity
-    (Goyal et al. 2017, "Accurate, large minibatch SGD", sec. 5.1).
-    """
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm | nn.InstanceNorm2d) and m.weight is not None:
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    if zero_init_residual:
-        for m in model.modules():
-            zero_init_last = getattr(m, "zero_init_last", None)
-            if callable(zero_init_last):
-                zero_init_last()
-
-
 def _block_kwargs(
-    act_layer: ActArg, attn_layer: Callable[[int], nn.Module] | None, block_drop_rate: float
+    act_layer: ActArg,
+    attn_layer: Callable[[int], nn.Module] | None,
+    drop_rate: float,
+    reduce_first: int | None,
 ) -> dict[str, Any]:
+    """The keyword arguments every block of the net gets; the optional ones only when set."""
     kwargs: dict[str, Any] = {"act_layer": act_layer, "attn_layer": attn_layer}
-    if block_drop_rate:
-        kwargs["drop_rate"] = block_drop_rate
+    if drop_rate:
+        kwargs["drop_rate"] = drop_rate
+    if reduce_first is not None:
+        kwargs["reduce_first"] = reduce_first
     return kwargs
+
+
+def _zero_init_residual(model: nn.Module) -> None:
+    """Zero the last norm scale (post-activation) or last convolution (pre-activation) of every
+    residual branch, so each block starts as the identity (Goyal et al. 2017, "Accurate, large
+    minibatch SGD", sec. 5.1); torchvision's ``zero_init_residual``."""
+    for m in model.modules():
+        zero_init_last = getattr(m, "zero_init_last", None)
+        if callable(zero_init_last):
+            zero_init_last()
 
 
 # ---------------------------------------------------------------------------- main classes
 
 
 class ResNet(nn.Module):
-    """The ImageNet ResNet: stem, four stages (64, 128, 256, 512 x ``block.expansion``), pool, fc.
+    """The ImageNet ResNet: stem, stages (64, 128, 256, 512 x ``block.expansion``), pool, fc.
 
     Module names are torchvision's (``conv1, bn1, layer1..layer4, fc``; parameter-free
     modules aside). Arguments beyond torchvision's:
@@ -250,12 +241,17 @@ class ResNet(nn.Module):
       ``partial(SqueezeExcite, reduction=16)``);
     - ``shortcut=False``: plain net, no shortcuts at all (so no projections either);
       ``shortcut_type``: ``"B"`` (projection where shapes change; torchvision, He et al.'s
-      ImageNet default) or ``"A"`` (zero-padding, parameter-free);
+      ImageNet default) or ``"A"`` (zero-padding, parameter-free); ``downsample_kernel_size``:
+      1, or 3 for 3x3 stride-2 projections (SENet-154);
     - ``deep_stem``: three 3x3 convolutions (``stem_width``, ``stem_width``,
       ``2 * stem_width`` channels) instead of the 7x7 one (SENet-154; He et al. 2019, "Bag of
       tricks", ResNet-C), kept in ``conv1`` as a Sequential;
+    - ``widths``: the stages' ``planes`` (one stage per entry); ``reduce_first``: divisor of
+      each block's first width (2: SENet-154's halved 1x1; ``None``: the block's own);
     - ``zero_init_residual`` as torchvision's (pre-activation blocks zero their last conv).
     """
+
+    stem_pool: ClassVar[bool] = True  # a max-pool module after the stem (an identity with small_input)
 
     def __init__(
         self,
@@ -278,33 +274,86 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
         deep_stem: bool = False,
         stem_width: int = 64,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        downsample_kernel_size: int = 1,
+        reduce_first: int | None = None,
     ) -> None:
         super().__init__()
-        _check_block(block)
-        layers = _check_layers(layers, 4, "ResNet")
-        _check_head(num_classes, in_chans, drop_rate, drop_path_rate, "ResNet")
-        if shortcut_type not in ("A", "B"):
-            raise ValueError(
-                f"shortcut_type must be 'A' (zero-padding) or 'B' (projection); got {shortcut_type!r}"
-            )
-        if stem_width < 1:
-            raise ValueError(f"ResNet needs stem_width >= 1; got {stem_width}")
-        if zero_init_residual and not shortcut:
-            raise ValueError(
-                "zero_init_residual=True with shortcut=False would zero the signal of a plain net"
-            )
+        who = type(self).__name__
+        layers, widths = _check_config(
+            who,
+            block,
+            layers,
+            widths,
+            shortcut=shortcut,
+            shortcut_type=shortcut_type,
+            downsample_kernel_size=downsample_kernel_size,
+            stem_width=stem_width,
+            zero_init_residual=zero_init_residual,
+        )
+        check_model_args(
+            who,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+        )
         norm = get_norm_layer(norm_layer or "batch")
         act = get_act(act_layer or "relu")
-        preact = bool(getattr(block, "preact", False))
-        self.preact = preact
+        self.preact = bool(getattr(block, "preact", False))
+        inplanes = self._make_stem(in_chans, stem_width, deep_stem, small_input, norm, act)
 
-        # stem: 7x7/2 conv + 3x3/2 max-pool (4x downsampling), or a 3x3/1 conv for small inputs
+        rates = drop_path_rates(sum(layers), drop_path_rate) if drop_path_rate > 0 else [0.0] * sum(layers)
+        kwargs = _block_kwargs(act_layer, attn_layer, block_drop_rate, reduce_first)
+        for i, (planes, num_blocks) in enumerate(zip(widths, layers, strict=True)):
+            first = sum(layers[:i])
+            stage = _make_stage(
+                block,
+                inplanes,
+                planes,
+                num_blocks,
+                1 if i == 0 else 2,
+                rates[first : first + num_blocks],
+                shortcut=shortcut,
+                shortcut_type=shortcut_type,
+                downsample_kernel_size=downsample_kernel_size,
+                norm=norm,
+                groups=groups,
+                base_width=width_per_group,
+                block_kwargs=kwargs,
+            )
+            self.add_module(f"layer{i + 1}", stage)
+            inplanes = planes * block.expansion
+        self.num_stages = len(widths)
+
+        self.num_features = inplanes
+        self.bn_final = norm(inplanes) if self.preact else nn.Identity()
+        self.act_final = act() if self.preact else nn.Identity()
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.dropout = Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.fc = nn.Linear(inplanes, num_classes)
+
+        init_weights(self, "resnet")
+        if zero_init_residual:
+            _zero_init_residual(self)
+        set_input_constraints(self, in_chans=in_chans, min_input_size=1, small_input=small_input)
+
+    def _make_stem(
+        self,
+        in_chans: int,
+        stem_width: int,
+        deep_stem: bool,
+        small_input: bool,
+        norm: Callable[[int], nn.Module],
+        act: Callable[[], nn.Module],
+    ) -> int:
+        """``conv1, bn1, act1[, maxpool]``: 7x7/2 conv + 3x3/2 max-pool (4x downsampling), three 3x3
+        convs (``deep_stem``), or a 3x3/1 conv for small inputs; returns its output channels."""
         inplanes = 2 * stem_width if deep_stem else stem_width
-        stride = 1 if small_input else 2
         self.conv1: nn.Module
         if deep_stem:
             self.conv1 = nn.Sequential(
-                conv3x3(in_chans, stem_width, stride),
+                conv3x3(in_chans, stem_width, 1 if small_input else 2),
                 norm(stem_width),
                 act(),
                 conv3x3(stem_width, stem_width),
@@ -317,48 +366,19 @@ class ResNet(nn.Module):
         else:
             self.conv1 = nn.Conv2d(in_chans, inplanes, kernel_size=7, stride=2, padding=3, bias=False)
         # a pre-activation net normalises in the blocks (the first block pre-activates its input)
-        self.bn1 = nn.Identity() if preact else norm(inplanes)
-        self.act1 = nn.Identity() if preact else act()
-        self.maxpool = nn.Identity() if small_input else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-
-        rates = drop_path_rates(sum(layers), drop_path_rate) if drop_path_rate > 0 else [0.0] * sum(layers)
-        kwargs = _block_kwargs(act_layer, attn_layer, block_drop_rate)
-        stages = []
-        for i, (planes, num_blocks) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
-            first = sum(layers[:i])
-            stages.append(
-                _make_stage(
-                    block,
-                    inplanes,
-                    planes,
-                    num_blocks,
-                    1 if i == 0 else 2,
-                    rates[first : first + num_blocks],
-                    shortcut=shortcut,
-                    shortcut_type=shortcut_type,
-                    norm=norm,
-                    groups=groups,
-                    base_width=width_per_group,
-                    block_kwargs=kwargs,
-                )
-            )
-            inplanes = planes * block.expansion
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-
-        self.num_features = inplanes
-        self.bn_final = norm(inplanes) if preact else nn.Identity()
-        self.act_final = act() if preact else nn.Identity()
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.dropout = Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = nn.Linear(inplanes, num_classes)
-
-        _init_weights(self, zero_init_residual)
-        set_input_constraints(self, in_chans=in_chans, min_input_size=1, small_input=small_input)
+        self.bn1 = nn.Identity() if self.preact else norm(inplanes)
+        self.act1 = nn.Identity() if self.preact else act()
+        if self.stem_pool:
+            self.maxpool = nn.Identity() if small_input else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        return inplanes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's feature map (N, num_features, H/32, W/32), after the final norm if any."""
-        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.act1(self.bn1(self.conv1(x)))
+        if self.stem_pool:
+            x = self.maxpool(x)
+        for i in range(1, self.num_stages + 1):
+            x = getattr(self, f"layer{i}")(x)
         return self.act_final(self.bn_final(x))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
@@ -369,7 +389,7 @@ class ResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(ResNet):
     """The CIFAR ResNet of He et al. 2016 (sec. 4.2) and of the wide ResNets.
 
     A 3x3 convolution with ``stem_width`` (16) channels, one stage per entry of ``layers``
@@ -382,8 +402,11 @@ class CifarResNet(nn.Module):
     ``block_drop_rate`` is the wide ResNets' dropout between the two convolutions.
 
     Made for 32x32 inputs already: ``small_input`` is accepted for a uniform interface and
-    changes nothing (the net records ``small_input=True``).
+    changes nothing (the net records ``small_input=True``). It is a :class:`ResNet` with
+    these defaults and no max-pool module.
     """
+
+    stem_pool = False
 
     def __init__(
         self,
@@ -405,162 +428,120 @@ class CifarResNet(nn.Module):
         shortcut_type: str = "A",
         zero_init_residual: bool = False,
     ) -> None:
-        super().__init__()
         del small_input  # CIFAR nets are small-input nets by design; see the class docstring
-        _check_block(block)
-        widths = list(widths)
-        if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-            raise ValueError(f"CifarResNet needs positive integer stage widths; got {widths}")
-        layers = _check_layers(layers, len(widths), "CifarResNet")
-        _check_head(num_classes, in_chans, drop_rate, drop_path_rate, "CifarResNet")
-        if shortcut_type not in ("A", "B"):
-            raise ValueError(
-                f"shortcut_type must be 'A' (zero-padding) or 'B' (projection); got {shortcut_type!r}"
-            )
-        if stem_width < 1:
-            raise ValueError(f"CifarResNet needs stem_width >= 1; got {stem_width}")
-        if zero_init_residual and not shortcut:
-            raise ValueError(
-                "zero_init_residual=True with shortcut=False would zero the signal of a plain net"
-            )
-        norm = get_norm_layer(norm_layer or "batch")
-        act = get_act(act_layer or "relu")
-        preact = bool(getattr(block, "preact", False))
-        self.preact = preact
-
-        self.conv1 = conv3x3(in_chans, stem_width)
-        self.bn1 = nn.Identity() if preact else norm(stem_width)
-        self.act1 = nn.Identity() if preact else act()
-
-        rates = drop_path_rates(sum(layers), drop_path_rate) if drop_path_rate > 0 else [0.0] * sum(layers)
-        kwargs = _block_kwargs(act_layer, attn_layer, block_drop_rate)
-        inplanes = stem_width
-        for i, (planes, num_blocks) in enumerate(zip(widths, layers, strict=True)):
-            first = sum(layers[:i])
-            stage = _make_stage(
-                block,
-                inplanes,
-                planes,
-                num_blocks,
-                1 if i == 0 else 2,
-                rates[first : first + num_blocks],
-                shortcut=shortcut,
-                shortcut_type=shortcut_type,
-                norm=norm,
-                groups=1,
-                base_width=64,
-                block_kwargs=kwargs,
-            )
-            self.add_module(f"layer{i + 1}", stage)
-            inplanes = planes * block.expansion
-        self.num_stages = len(widths)
-
-        self.num_features = inplanes
-        self.bn_final = norm(inplanes) if preact else nn.Identity()
-        self.act_final = act() if preact else nn.Identity()
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.dropout = Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = nn.Linear(inplanes, num_classes)
-
-        _init_weights(self, zero_init_residual)
-        set_input_constraints(self, in_chans=in_chans, min_input_size=1, small_input=True)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last stage's feature map, after the final norm if any."""
-        x = self.act1(self.bn1(self.conv1(x)))
-        for i in range(1, self.num_stages + 1):
-            x = getattr(self, f"layer{i}")(x)
-        return self.act_final(self.bn_final(x))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """Global average pool, dropout, classifier."""
-        return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        super().__init__(
+            block,
+            layers,
+            widths=widths,
+            stem_width=stem_width,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            small_input=True,
+            norm_layer=norm_layer,
+            act_layer=act_layer,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+            block_drop_rate=block_drop_rate,
+            attn_layer=attn_layer,
+            shortcut=shortcut,
+            shortcut_type=shortcut_type,
+            zero_init_residual=zero_init_residual,
+        )
 
 
 # ---------------------------------------------------------------------------- private builders
 
 
-def _force(builder: str, kwargs: dict[str, Any], **forced: Any) -> dict[str, Any]:
-    """Add the arguments a builder fixes; a conflicting value from the caller raises."""
-    for key, value in forced.items():
+def _create_resnet(
+    builder: str,
+    cls: type[ResNetT],
+    block: type[ResidualBlock],
+    layers: Sequence[int],
+    kwargs: dict[str, Any],
+    *,
+    fixed: Sequence[str] = ("block", "layers"),
+    forced: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    **config: Any,
+) -> ResNetT:
+    """``cls(block, layers, **config, **kwargs)`` for the public builder ``builder``.
+
+    The caller's ``kwargs`` may not set the ``fixed`` arguments, may set the ``forced`` ones
+    only to the builder's value, and override the ``defaults``.
+    """
+    for key in fixed:
+        if key in kwargs:
+            names = ", ".join(fixed[:-1]) + f" and {fixed[-1]}"
+            raise ValueError(f"{builder} fixes {names}; build {cls.__name__}(...) directly for others")
+    for key, value in (forced or {}).items():
         if key in kwargs and kwargs[key] != value:
             raise ValueError(
                 f"{builder} fixes {key}={value!r}; got {key}={kwargs[key]!r} "
-                f"(build ResNet(...) directly for another {key})"
+                f"(build {cls.__name__}(...) directly for another {key})"
             )
-        kwargs[key] = value
-    return kwargs
+    return cls(block, layers, **config, **{**(defaults or {}), **kwargs, **(forced or {})})
 
 
-def _imagenet(
-    builder: str,
-    depth: int,
-    *,
-    preact: bool = False,
-    num_classes: int,
-    in_chans: int,
-    small_input: bool,
-    **kwargs: Any,
-) -> ResNet:
-    bottleneck = depth >= 50
-    block: type[ResidualBlock]
-    if preact:
-        block = PreActBottleneck if bottleneck else PreActBasicBlock
-    else:
-        block = Bottleneck if bottleneck else BasicBlock
-    if "block" in kwargs or "layers" in kwargs:
-        raise ValueError(
-            f"{builder} fixes block and layers; build ResNet(block, layers, ...) directly for others"
-        )
-    return ResNet(
+# ImageNet nets: name -> (block, depth, arguments the builder fixes)
+_IMAGENET_CFGS: dict[str, tuple[type[ResidualBlock], int, dict[str, Any]]] = {
+    **{f"resnet{d}": (BasicBlock if d < 50 else Bottleneck, d, {}) for d in (18, 34, 50, 101, 152)},
+    **{f"plain{d}": (BasicBlock, d, {"shortcut": False}) for d in (18, 34)},
+    **{f"preresnet{d}": (PreActBasicBlock, d, {}) for d in (18, 34)},
+    **{f"preresnet{d}": (PreActBottleneck, d, {}) for d in (50, 101, 152, 200)},
+    "wide_resnet50_2": (Bottleneck, 50, {"width_per_group": 128}),
+    "wide_resnet101_2": (Bottleneck, 101, {"width_per_group": 128}),
+    "resnext50_32x4d": (Bottleneck, 50, {"groups": 32, "width_per_group": 4}),
+    "resnext101_32x8d": (Bottleneck, 101, {"groups": 32, "width_per_group": 8}),
+    "resnext101_64x4d": (Bottleneck, 101, {"groups": 64, "width_per_group": 4}),
+}
+
+# CIFAR nets: name -> (depth, k). He et al. sec. 4.2 (k = 0 here): 6n + 2 layers, the stem, 3
+# stages of n two-layer blocks, the classifier, widths 16, 32, 64. WRN-d-k (Zagoruyko &
+# Komodakis, table 1): (d - 4) / 6 pre-activation basic blocks per stage, widths 16k, 32k, 64k,
+# 1x1 projections where widths change, as their code.
+_CIFAR_CFGS: dict[str, tuple[int, int]] = {
+    **{f"resnet{d}": (d, 0) for d in (20, 32, 44, 56, 110)},
+    "wrn_16_4": (16, 4),
+    "wrn_28_10": (28, 10),
+    "wrn_40_4": (40, 4),
+}
+
+
+def _resnet(name: str, num_classes: int, in_chans: int, small_input: bool, kwargs: dict[str, Any]) -> ResNet:
+    block, depth, forced = _IMAGENET_CFGS[name]
+    return _create_resnet(
+        name,
+        ResNet,
         block,
         IMAGENET_STAGES[depth],
+        kwargs,
+        forced=forced,
         num_classes=num_classes,
         in_chans=in_chans,
         small_input=small_input,
-        **kwargs,
     )
 
 
-def _cifar(
-    builder: str,
-    block: type[ResidualBlock],
-    blocks_per_stage: int,
-    widths: Sequence[int],
-    *,
-    num_classes: int,
-    in_chans: int,
-    small_input: bool,
-    **kwargs: Any,
+def _cifar_resnet(
+    name: str, num_classes: int, in_chans: int, small_input: bool, kwargs: dict[str, Any]
 ) -> CifarResNet:
-    if "block" in kwargs or "layers" in kwargs or "widths" in kwargs:
-        raise ValueError(
-            f"{builder} fixes block, layers and widths; build CifarResNet(...) directly for others"
-        )
-    return CifarResNet(
+    depth, k = _CIFAR_CFGS[name]
+    block: type[ResidualBlock] = PreActBasicBlock if k else BasicBlock
+    n = (depth - 4) // 6 if k else (depth - 2) // 6
+    widths = (16 * k, 32 * k, 64 * k) if k else (16, 32, 64)
+    return _create_resnet(
+        name,
+        CifarResNet,
         block,
-        [blocks_per_stage] * len(widths),
+        [n] * 3,
+        kwargs,
+        fixed=("block", "layers", "widths"),
+        defaults={"shortcut_type": "B"} if k else None,
         widths=widths,
         num_classes=num_classes,
         in_chans=in_chans,
         small_input=small_input,
-        **kwargs,
     )
-
-
-def _he_cifar(builder: str, depth: int, **kwargs: Any) -> CifarResNet:
-    # 6n + 2 layers: the stem, 3 stages of n two-layer blocks, the classifier (He et al. sec. 4.2)
-    return _cifar(builder, BasicBlock, (depth - 2) // 6, (16, 32, 64), **kwargs)
-
-
-def _wrn(builder: str, depth: int, k: int, **kwargs: Any) -> CifarResNet:
-    # WRN-d-k: (d - 4) / 6 pre-activation basic blocks per stage, widths 16k, 32k, 64k
-    # (Zagoruyko & Komodakis, table 1); 1x1 projections where widths change, as their code.
-    kwargs.setdefault("shortcut_type", "B")
-    return _cifar(builder, PreActBasicBlock, (depth - 4) // 6, (16 * k, 32 * k, 64 * k), **kwargs)
 
 
 # ---------------------------------------------------------------------------- public builders
@@ -573,9 +554,7 @@ def resnet18(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
 ) -> ResNet:
     """ResNet-18 (He et al. 2016, table 1): 11,689,512 parameters, equal to torchvision's ``resnet18``."""
-    return _imagenet(
-        "resnet18", 18, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _resnet("resnet18", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="resnet34")
@@ -583,9 +562,7 @@ def resnet34(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
 ) -> ResNet:
     """ResNet-34 (He et al. 2016, table 1): 21,797,672 parameters, equal to torchvision's ``resnet34``."""
-    return _imagenet(
-        "resnet34", 34, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _resnet("resnet34", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="resnet50")
@@ -593,9 +570,7 @@ def resnet50(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
 ) -> ResNet:
     """ResNet-50 (He et al. 2016, table 1): 25,557,032 parameters, torchvision's ``resnet50``; the lecture's WRN table says 25.6M."""
-    return _imagenet(
-        "resnet50", 50, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _resnet("resnet50", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="resnet101")
@@ -603,9 +578,7 @@ def resnet101(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
 ) -> ResNet:
     """ResNet-101 (He et al. 2016, table 1): 44,549,160 parameters, torchvision's ``resnet101``; the lecture's WRN table says 44.5M."""
-    return _imagenet(
-        "resnet101", 101, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _resnet("resnet101", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="resnet152")
@@ -613,9 +586,7 @@ def resnet152(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
 ) -> ResNet:
     """ResNet-152 (He et al. 2016, table 1): 60,192,808 parameters, torchvision's ``resnet152``; the lecture's WRN table says 60.2M."""
-    return _imagenet(
-        "resnet152", 152, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _resnet("resnet152", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -629,10 +600,7 @@ def plain18(
     parameter compared to their plain counterparts", which holds for option A -- and
     173,824 fewer than torchvision's ``resnet18`` (option B: three 1x1 projections + BN).
     """
-    kwargs = _force("plain18", kwargs, shortcut=False)
-    return _imagenet(
-        "plain18", 18, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _resnet("plain18", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -644,10 +612,7 @@ def plain34(
     21,623,848 parameters, those of ``resnet34(shortcut_type="A")`` (see :func:`plain18`),
     173,824 fewer than torchvision's ``resnet34``.
     """
-    kwargs = _force("plain34", kwargs, shortcut=False)
-    return _imagenet(
-        "plain34", 34, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _resnet("plain34", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -659,15 +624,7 @@ def preresnet18(
     Norms sit on the block inputs, none on the stem or the bare 1x1 projections, one after the
     last stage, so the count differs slightly from ResNet-18's 11,689,512.
     """
-    return _imagenet(
-        "preresnet18",
-        18,
-        preact=True,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        **kwargs,
-    )
+    return _resnet("preresnet18", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -675,15 +632,7 @@ def preresnet34(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
 ) -> ResNet:
     """Pre-activation ResNet-34 (He et al. 2016b): 21,795,880 parameters."""
-    return _imagenet(
-        "preresnet34",
-        34,
-        preact=True,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        **kwargs,
-    )
+    return _resnet("preresnet34", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -691,15 +640,7 @@ def preresnet50(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
 ) -> ResNet:
     """Pre-activation ResNet-50 (He et al. 2016b): 25,549,352 parameters."""
-    return _imagenet(
-        "preresnet50",
-        50,
-        preact=True,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        **kwargs,
-    )
+    return _resnet("preresnet50", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -707,15 +648,7 @@ def preresnet101(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
 ) -> ResNet:
     """Pre-activation ResNet-101 (He et al. 2016b): 44,541,480 parameters."""
-    return _imagenet(
-        "preresnet101",
-        101,
-        preact=True,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        **kwargs,
-    )
+    return _resnet("preresnet101", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -723,15 +656,7 @@ def preresnet152(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
 ) -> ResNet:
     """Pre-activation ResNet-152 (He et al. 2016b): 60,185,128 parameters."""
-    return _imagenet(
-        "preresnet152",
-        152,
-        preact=True,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        **kwargs,
-    )
+    return _resnet("preresnet152", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -739,15 +664,7 @@ def preresnet200(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
 ) -> ResNet:
     """Pre-activation ResNet-200 (He et al. 2016b): 64,666,152 parameters; the lecture's WRN table (pre-ResNet-200) says 64.7M."""
-    return _imagenet(
-        "preresnet200",
-        200,
-        preact=True,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        **kwargs,
-    )
+    return _resnet("preresnet200", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="wide_resnet50_2")
@@ -759,10 +676,7 @@ def wide_resnet50_2(
     68,883,240 parameters, torchvision's ``wide_resnet50_2``; the lecture's WRN table says 68.9M.
     Fixes ``width_per_group=128``.
     """
-    kwargs = _force("wide_resnet50_2", kwargs, width_per_group=128)
-    return _imagenet(
-        "wide_resnet50_2", 50, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _resnet("wide_resnet50_2", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="wide_resnet101_2")
@@ -773,10 +687,7 @@ def wide_resnet101_2(
 
     Fixes ``width_per_group=128``.
     """
-    kwargs = _force("wide_resnet101_2", kwargs, width_per_group=128)
-    return _imagenet(
-        "wide_resnet101_2", 101, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _resnet("wide_resnet101_2", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="resnext50_32x4d")
@@ -788,10 +699,7 @@ def resnext50_32x4d(
     25,028,904 parameters, torchvision's ``resnext50_32x4d`` (the paper's table 1 says 25.0M).
     Fixes ``groups=32, width_per_group=4``.
     """
-    kwargs = _force("resnext50_32x4d", kwargs, groups=32, width_per_group=4)
-    return _imagenet(
-        "resnext50_32x4d", 50, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _resnet("resnext50_32x4d", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="resnext101_32x8d")
@@ -802,10 +710,7 @@ def resnext101_32x8d(
 
     Fixes ``groups=32, width_per_group=8``.
     """
-    kwargs = _force("resnext101_32x8d", kwargs, groups=32, width_per_group=8)
-    return _imagenet(
-        "resnext101_32x8d", 101, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _resnet("resnext101_32x8d", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="resnext101_64x4d")
@@ -816,10 +721,7 @@ def resnext101_64x4d(
 
     Fixes ``groups=64, width_per_group=4``.
     """
-    kwargs = _force("resnext101_64x4d", kwargs, groups=64, width_per_group=4)
-    return _imagenet(
-        "resnext101_64x4d", 101, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _resnet("resnext101_64x4d", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -827,9 +729,7 @@ def wrn_16_4(
     *, num_classes: int = 10, in_chans: int = 3, small_input: bool = True, **kwargs: Any
 ) -> CifarResNet:
     """WRN-16-4 (Zagoruyko & Komodakis 2016): 2,748,890 parameters at 10 classes; the paper's CIFAR table says 2.7M."""
-    return _wrn(
-        "wrn_16_4", 16, 4, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _cifar_resnet("wrn_16_4", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -837,9 +737,7 @@ def wrn_28_10(
     *, num_classes: int = 10, in_chans: int = 3, small_input: bool = True, **kwargs: Any
 ) -> CifarResNet:
     """WRN-28-10 (Zagoruyko & Komodakis 2016): 36,479,194 parameters at 10 classes; the paper's CIFAR table says 36.5M."""
-    return _wrn(
-        "wrn_28_10", 28, 10, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _cifar_resnet("wrn_28_10", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -847,9 +745,7 @@ def wrn_40_4(
     *, num_classes: int = 10, in_chans: int = 3, small_input: bool = True, **kwargs: Any
 ) -> CifarResNet:
     """WRN-40-4 (Zagoruyko & Komodakis 2016): 8,949,210 parameters at 10 classes; the paper's CIFAR table says 8.9M."""
-    return _wrn(
-        "wrn_40_4", 40, 4, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _cifar_resnet("wrn_40_4", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -857,9 +753,7 @@ def resnet20(
     *, num_classes: int = 10, in_chans: int = 3, small_input: bool = True, **kwargs: Any
 ) -> CifarResNet:
     """CIFAR ResNet-20 (He et al. 2016, sec. 4.2, n=3): 269,722 parameters at 10 classes; table 6 says 0.27M."""
-    return _he_cifar(
-        "resnet20", 20, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _cifar_resnet("resnet20", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -867,9 +761,7 @@ def resnet32(
     *, num_classes: int = 10, in_chans: int = 3, small_input: bool = True, **kwargs: Any
 ) -> CifarResNet:
     """CIFAR ResNet-32 (He et al. 2016, sec. 4.2, n=5): 464,154 parameters at 10 classes; table 6 says 0.46M."""
-    return _he_cifar(
-        "resnet32", 32, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _cifar_resnet("resnet32", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -877,9 +769,7 @@ def resnet44(
     *, num_classes: int = 10, in_chans: int = 3, small_input: bool = True, **kwargs: Any
 ) -> CifarResNet:
     """CIFAR ResNet-44 (He et al. 2016, sec. 4.2, n=7): 658,586 parameters at 10 classes; table 6 says 0.66M."""
-    return _he_cifar(
-        "resnet44", 44, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _cifar_resnet("resnet44", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -887,9 +777,7 @@ def resnet56(
     *, num_classes: int = 10, in_chans: int = 3, small_input: bool = True, **kwargs: Any
 ) -> CifarResNet:
     """CIFAR ResNet-56 (He et al. 2016, sec. 4.2, n=9): 853,018 parameters at 10 classes; table 6 says 0.85M."""
-    return _he_cifar(
-        "resnet56", 56, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _cifar_resnet("resnet56", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -897,6 +785,4 @@ def resnet110(
     *, num_classes: int = 10, in_chans: int = 3, small_input: bool = True, **kwargs: Any
 ) -> CifarResNet:
     """CIFAR ResNet-110 (He et al. 2016, sec. 4.2, n=18): 1,727,962 parameters at 10 classes; table 6 says 1.7M."""
-    return _he_cifar(
-        "resnet110", 110, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _cifar_resnet("resnet110", num_classes, in_chans, small_input, kwargs)

@@ -3,7 +3,8 @@
 Hu, Shen & Sun 2018, "Squeeze-and-Excitation Networks" (CVPR; TPAMI 2019,
 arXiv:1709.01507). An SE block (:class:`cnnkit.layers.se.SqueezeExcite`, reduction
 ``r = 16``) rescales the channels of every residual branch before the addition
-(paper fig. 3, "SE-ResNet module").
+(paper fig. 3, "SE-ResNet module"). Every model here is a :class:`cnnkit.models.resnet.ResNet`
+with ``attn_layer`` set to that block; this module holds the builders and their table.
 
 - SE-ResNet-18/34/50/101/152 and SE-ResNeXt-50 (32x4d) are the ResNets of
   :mod:`cnnkit.models.resnet` with ``attn_layer=SqueezeExcite``: the same stem,
@@ -13,13 +14,13 @@ arXiv:1709.01507). An SE block (:class:`cnnkit.layers.se.SqueezeExcite`, reducti
   the same either way.
 - SENet-154 (paper sec. 6.2 and appendix) is SE-ResNeXt-152 (64x4d) with the
   appendix's changes: (1) the first 1x1 convolution of each bottleneck has half the
-  channels; (2) the 7x7 stem convolution is three 3x3 convolutions; (3) the 1x1
-  stride-2 down-sampling projections are 3x3 stride-2 convolutions; (4) dropout 0.2
-  before the classifier. It is built by :class:`SENet` from :class:`SENetBottleneck`;
-  the layout is that of the authors' released model as ported by Cadene's
-  ``pretrainedmodels`` (``senet154``: 115,088,984 parameters, which this model has too).
-  Points (5)-(6) of the appendix (label smoothing, frozen BN at the end) are training
-  choices, not architecture.
+  channels (:class:`SENetBottleneck`, ``reduce_first=2``); (2) the 7x7 stem convolution is
+  three 3x3 convolutions (``deep_stem``); (3) the 1x1 stride-2 down-sampling projections are
+  3x3 stride-2 convolutions (``downsample_kernel_size=3``); (4) dropout 0.2 before the
+  classifier. :class:`SENet` is the ResNet with these defaults; the layout is that of the
+  authors' released model as ported by Cadene's ``pretrainedmodels`` (``senet154``:
+  115,088,984 parameters, which this model has too). Points (5)-(6) of the appendix (label
+  smoothing, frozen BN at the end) are training choices, not architecture.
 """
 
 from __future__ import annotations
@@ -28,24 +29,12 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-import torch
 from torch import nn
 
-from cnnkit.layers.act import get_act
-from cnnkit.layers.drop import Dropout, drop_path_rates
-from cnnkit.layers.norm import get_norm_layer
-from cnnkit.layers.residual import (
-    BasicBlock,
-    Bottleneck,
-    ResidualBlock,
-    SENetBottleneck,
-    conv1x1,
-    conv3x3,
-)
+from cnnkit.layers.residual import BasicBlock, Bottleneck, ResidualBlock, SENetBottleneck
 from cnnkit.layers.se import SqueezeExcite
-from cnnkit.models._utils import set_input_constraints
 from cnnkit.models.registry import register_model
-from cnnkit.models.resnet import ResNet
+from cnnkit.models.resnet import IMAGENET_STAGES, ResNet, _create_resnet
 
 __all__ = [
     "SENet",
@@ -73,22 +62,19 @@ def _se_layer(reduction: float) -> Callable[[int], nn.Module]:
     return partial(SqueezeExcite, reduction=reduction)
 
 
-def _check_int(who: str, name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{who} needs an integer {name} >= 1; got {name}={value!r}")
-
-
 # ---------------------------------------------------------------------------- main class
 
 
-class SENet(nn.Module):
-    """SENet-154's network: deep stem, four SE stages, 3x3 stride-2 projections, dropout, fc.
+class SENet(ResNet):
+    """SENet-154's network: a :class:`ResNet` with a deep stem, SE blocks and 3x3 stride-2 projections.
 
-    Module names follow :class:`cnnkit.models.resnet.ResNet` (``conv1`` -- a Sequential of
-    three 3x3 convolutions -- ``bn1, act1, maxpool, layer1..layer4, avgpool, dropout, fc``).
+    Module names are :class:`cnnkit.models.resnet.ResNet`'s (``conv1`` -- a Sequential of
+    three 3x3 convolutions -- ``bn1, act1, maxpool, layer1..layer4, avgpool, dropout, fc``);
+    the max-pool is torchvision's padded one rather than Caffe's ``ceil_mode``: the same
+    56x56 output at 224x224, and it still works on a 1x1 map.
 
     Args:
-        block: a residual block class (:class:`SENetBottleneck` for SENet-154).
+        block: a post-activation residual block class (:class:`SENetBottleneck` for SENet-154).
         layers: blocks per stage.
         groups, width_per_group: ResNeXt's cardinality and channels per path.
         se_reduction: ``r`` of every SE block.
@@ -103,7 +89,7 @@ class SENet(nn.Module):
 
     def __init__(
         self,
-        block: type[ResidualBlock] | type[SENetBottleneck],
+        block: type[ResidualBlock],
         layers: Sequence[int],
         *,
         num_classes: int = 1000,
@@ -121,170 +107,59 @@ class SENet(nn.Module):
         block_drop_rate: float = 0.0,
         zero_init_residual: bool = False,
     ) -> None:
-        super().__init__()
-        if not (
-            isinstance(block, type)
-            and issubclass(block, nn.Module)
-            and isinstance(getattr(block, "expansion", None), int)
-        ):
-            raise ValueError(
-                f"block must be a residual block class with an integer `expansion`; got {block!r}"
-            )
         if getattr(block, "preact", False):
             raise ValueError(f"SENet takes post-activation blocks; got the pre-activation {block.__name__}")
-        layers = list(layers)
-        if len(layers) != 4 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in layers):
-            raise ValueError(f"SENet needs 4 integer block counts >= 1 in `layers`; got {layers}")
-        for name, value in (
-            ("num_classes", num_classes),
-            ("in_chans", in_chans),
-            ("groups", groups),
-            ("width_per_group", width_per_group),
-            ("stem_width", stem_width),
-        ):
-            _check_int("SENet", name, value)
-        if downsample_kernel_size not in (1, 3):
-            raise ValueError(f"SENet needs downsample_kernel_size 1 or 3; got {downsample_kernel_size!r}")
-        for name, rate in (
-            ("drop_rate", drop_rate),
-            ("drop_path_rate", drop_path_rate),
-            ("block_drop_rate", block_drop_rate),
-        ):
-            if not 0.0 <= rate < 1.0:
-                raise ValueError(f"SENet needs {name} in [0, 1); got {rate}")
-        norm = get_norm_layer(norm_layer or "batch")
-        act = get_act(act_layer or "relu")
-        attn = _se_layer(se_reduction)
-
-        # stem: three 3x3 convolutions (the first strided unless small_input), then a 3x3/2 max-pool
-        inplanes = 2 * stem_width
-        self.conv1 = nn.Sequential(
-            conv3x3(in_chans, stem_width, 1 if small_input else 2),
-            norm(stem_width),
-            act(),
-            conv3x3(stem_width, stem_width),
-            norm(stem_width),
-            act(),
-            conv3x3(stem_width, inplanes),
+        super().__init__(
+            block,
+            layers,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            small_input=small_input,
+            groups=groups,
+            width_per_group=width_per_group,
+            norm_layer=norm_layer,
+            act_layer=act_layer,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+            block_drop_rate=block_drop_rate,
+            attn_layer=_se_layer(se_reduction),
+            zero_init_residual=zero_init_residual,
+            deep_stem=True,
+            stem_width=stem_width,
+            downsample_kernel_size=downsample_kernel_size,
         )
-        self.bn1 = norm(inplanes)
-        self.act1 = act()
-        # torchvision's padded max-pool rather than Caffe's ceil_mode: same 56x56 output at 224x224,
-        # and it still works on a 1x1 map
-        self.maxpool = nn.Identity() if small_input else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-
-        rates = drop_path_rates(sum(layers), drop_path_rate) if drop_path_rate > 0 else [0.0] * sum(layers)
-        stages = []
-        for i, (planes, num_blocks) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
-            stride = 1 if i == 0 else 2
-            out_planes = planes * block.expansion
-            blocks: list[nn.Module] = []
-            for j in range(num_blocks):
-                block_in = inplanes if j == 0 else out_planes
-                block_stride = stride if j == 0 else 1
-                downsample = None
-                if block_stride != 1 or block_in != out_planes:
-                    k = downsample_kernel_size if block_stride > 1 else 1
-                    proj = (
-                        conv3x3(block_in, out_planes, block_stride)
-                        if k == 3
-                        else conv1x1(block_in, out_planes, block_stride)
-                    )
-                    downsample = nn.Sequential(proj, norm(out_planes))
-                blocks.append(
-                    block(
-                        block_in,
-                        planes,
-                        block_stride,
-                        downsample,
-                        groups,
-                        width_per_group,
-                        1,
-                        norm,
-                        act_layer=act,
-                        drop_path_rate=rates[sum(layers[:i]) + j],
-                        drop_rate=block_drop_rate,
-                        attn_layer=attn,
-                    )
-                )
-            stages.append(nn.Sequential(*blocks))
-            inplanes = out_planes
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-
-        self.num_features = inplanes
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.dropout = Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = nn.Linear(inplanes, num_classes)
-
-        # He initialisation (fan_out) and unit-scale norms, as torchvision's ResNet
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.modules.batchnorm._NormBase | nn.GroupNorm) and m.weight is not None:
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        if zero_init_residual:
-            for m in self.modules():
-                zero_init_last = getattr(m, "zero_init_last", None)
-                if callable(zero_init_last):
-                    zero_init_last()
-        # every downsampling step is padded (3x3/2 convolutions and max-pool), so 1x1 inputs run
-        set_input_constraints(self, in_chans=in_chans, min_input_size=1, small_input=small_input)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last stage's feature map (N, num_features, H/32, W/32)."""
-        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """Global average pool, dropout, classifier."""
-        return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # ---------------------------------------------------------------------------- private builders
 
-# name -> (block, blocks per stage, groups, width_per_group); He et al. 2016 table 1 and
-# Xie et al. 2017 table 1, which SE-ResNet / SE-ResNeXt keep (Hu et al. table 14)
-_SE_RESNETS: dict[str, tuple[type[ResidualBlock], tuple[int, int, int, int], int, int]] = {
-    "seresnet18": (BasicBlock, (2, 2, 2, 2), 1, 64),
-    "seresnet34": (BasicBlock, (3, 4, 6, 3), 1, 64),
-    "seresnet50": (Bottleneck, (3, 4, 6, 3), 1, 64),
-    "seresnet101": (Bottleneck, (3, 4, 23, 3), 1, 64),
-    "seresnet152": (Bottleneck, (3, 8, 36, 3), 1, 64),
-    "seresnext50_32x4d": (Bottleneck, (3, 4, 6, 3), 32, 4),
+# name -> (block, depth, groups, width_per_group); He et al. 2016 table 1 and Xie et al. 2017
+# table 1, which SE-ResNet / SE-ResNeXt keep (Hu et al. table 14)
+_SE_RESNETS: dict[str, tuple[type[ResidualBlock], int, int, int]] = {
+    "seresnet18": (BasicBlock, 18, 1, 64),
+    "seresnet34": (BasicBlock, 34, 1, 64),
+    "seresnet50": (Bottleneck, 50, 1, 64),
+    "seresnet101": (Bottleneck, 101, 1, 64),
+    "seresnet152": (Bottleneck, 152, 1, 64),
+    "seresnext50_32x4d": (Bottleneck, 50, 32, 4),
 }
 
 
 def _se_resnet(
-    name: str,
-    *,
-    num_classes: int,
-    in_chans: int,
-    small_input: bool,
-    se_reduction: float,
-    **kwargs: Any,
+    name: str, num_classes: int, in_chans: int, small_input: bool, se_reduction: float, kwargs: dict[str, Any]
 ) -> ResNet:
-    block, layers, groups, width_per_group = _SE_RESNETS[name]
-    for key in ("block", "layers", "attn_layer"):
-        if key in kwargs:
-            raise ValueError(
-                f"{name} fixes {key}; build ResNet(...) with attn_layer=... directly for another one"
-            )
-    for key, value in (("groups", groups), ("width_per_group", width_per_group)):
-        if key in kwargs and kwargs[key] != value:
-            raise ValueError(f"{name} fixes {key}={value}; got {key}={kwargs[key]!r}")
-        kwargs[key] = value
-    return ResNet(
+    block, depth, groups, width_per_group = _SE_RESNETS[name]
+    return _create_resnet(
+        name,
+        ResNet,
         block,
-        layers,
+        IMAGENET_STAGES[depth],
+        kwargs,
+        fixed=("block", "layers", "attn_layer"),
+        forced={"groups": groups, "width_per_group": width_per_group},
+        attn_layer=_se_layer(se_reduction),
         num_classes=num_classes,
         in_chans=in_chans,
         small_input=small_input,
-        attn_layer=_se_layer(se_reduction),
-        **kwargs,
     )
 
 
@@ -306,14 +181,7 @@ def seresnet18(
     Not in the paper's tables; ResNet-18's 11,689,512 plus 89,080 for the SE blocks
     (``2 C^2 / r`` weights + ``C / r + C`` biases per block).
     """
-    return _se_resnet(
-        "seresnet18",
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        se_reduction=se_reduction,
-        **kwargs,
-    )
+    return _se_resnet("seresnet18", num_classes, in_chans, small_input, se_reduction, kwargs)
 
 
 @register_model()
@@ -329,14 +197,7 @@ def seresnet34(
 
     Not in the paper's tables; ResNet-34's 21,797,672 plus 161,196 for the SE blocks.
     """
-    return _se_resnet(
-        "seresnet34",
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        se_reduction=se_reduction,
-        **kwargs,
-    )
+    return _se_resnet("seresnet34", num_classes, in_chans, small_input, se_reduction, kwargs)
 
 
 @register_model()
@@ -353,14 +214,7 @@ def seresnet50(
     ResNet-50's 25,557,032 plus 2,530,992 for the SE blocks (the paper's "~2.5M", sec. 4);
     equal to Cadene's ``pretrainedmodels`` ``se_resnet50``.
     """
-    return _se_resnet(
-        "seresnet50",
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        se_reduction=se_reduction,
-        **kwargs,
-    )
+    return _se_resnet("seresnet50", num_classes, in_chans, small_input, se_reduction, kwargs)
 
 
 @register_model()
@@ -373,14 +227,7 @@ def seresnet101(
     **kwargs: Any,
 ) -> ResNet:
     """SE-ResNet-101 (Hu et al. 2018, table 2): 49,326,872 parameters; the paper says 49.3M."""
-    return _se_resnet(
-        "seresnet101",
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        se_reduction=se_reduction,
-        **kwargs,
-    )
+    return _se_resnet("seresnet101", num_classes, in_chans, small_input, se_reduction, kwargs)
 
 
 @register_model()
@@ -393,14 +240,7 @@ def seresnet152(
     **kwargs: Any,
 ) -> ResNet:
     """SE-ResNet-152 (Hu et al. 2018, table 2): 66,821,848 parameters; the paper says 66.8M."""
-    return _se_resnet(
-        "seresnet152",
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        se_reduction=se_reduction,
-        **kwargs,
-    )
+    return _se_resnet("seresnet152", num_classes, in_chans, small_input, se_reduction, kwargs)
 
 
 @register_model()
@@ -416,14 +256,7 @@ def seresnext50_32x4d(
 
     ResNeXt-50's 25,028,904 plus the SE blocks. Fixes ``groups=32, width_per_group=4``.
     """
-    return _se_resnet(
-        "seresnext50_32x4d",
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-        se_reduction=se_reduction,
-        **kwargs,
-    )
+    return _se_resnet("seresnext50_32x4d", num_classes, in_chans, small_input, se_reduction, kwargs)
 
 
 @register_model()
@@ -438,19 +271,15 @@ def senet154(
     classifier (``drop_rate``, overridable). Fixes ``block``, ``layers``, ``groups=64``,
     ``width_per_group=4``.
     """
-    for key in ("block", "layers"):
-        if key in kwargs:
-            raise ValueError(f"senet154 fixes {key}; build SENet(...) directly for another one")
-    for key, value in (("groups", 64), ("width_per_group", 4)):
-        if key in kwargs and kwargs[key] != value:
-            raise ValueError(f"senet154 fixes {key}={value}; got {key}={kwargs[key]!r}")
-        kwargs[key] = value
-    kwargs.setdefault("drop_rate", 0.2)
-    return SENet(
+    return _create_resnet(
+        "senet154",
+        SENet,
         SENetBottleneck,
-        (3, 8, 36, 3),
+        IMAGENET_STAGES[152],
+        kwargs,
+        forced={"groups": 64, "width_per_group": 4},
+        defaults={"drop_rate": 0.2},
         num_classes=num_classes,
         in_chans=in_chans,
         small_input=small_input,
-        **kwargs,
     )
