@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from cnnkit.data.sources import load_dataset
@@ -85,6 +88,52 @@ def test_decompose_command_writes_a_run_that_reloads(
     assert res["top1"] == rows["decomposed + fine-tune (1 ep)"]["test_top1"]
     md = (out / "decompose.md").read_text()
     assert all(f"| {variant} |" in md for variant in rows)
+
+
+def test_a_decomposed_run_loads_without_importing_deploy_first(run_dir: Path, tmp_path: Path) -> None:
+    """cnnkit.run finds deploy's rebuild hook through its entry point: a fresh process that
+    imports only cnnkit.run gets the decomposed model, equal to the one decompose wrote."""
+    out = tmp_path / "dec"
+    decompose_run(run_dir, "depthwise_separable", rank=2, output=out, latency=False, recalibrate=0)
+    probe = tmp_path / "probe.safetensors"
+    code = (
+        "import sys; from cnnkit.run import load_run; from safetensors.torch import save_file\n"
+        "m, meta = load_run(sys.argv[1]); save_file(m.state_dict(), sys.argv[2])\n"
+        "print(meta['decomposition']['method'], 'cnnkit.deploy' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(out), str(probe)], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.split() == ["depthwise_separable", "True"]  # the hook loaded deploy itself
+    there = load_file(str(probe))
+    here = load_run(out)[0].state_dict()
+    assert there.keys() == here.keys()
+    assert all(torch.equal(there[k], here[k]) for k in here)
+
+
+def test_fine_tuning_is_a_trainer_run_that_resumes(run_dir: Path, tmp_path: Path) -> None:
+    """Fine-tuning goes through the trainer: its folder is a run (config, checkpoint, metrics)
+    that ``cnnkit train --resume`` continues, and the model stays decomposed."""
+    from cnnkit import cli
+
+    out = tmp_path / "dec"
+    report = decompose_run(
+        run_dir, "flattened", rank=2, output=out, finetune_epochs=1, batch_size=32, latency=False
+    )
+    assert [r["epoch"] for r in report["finetune_history"]] == [1]
+    assert str(out / "decomposed.safetensors") in (out / "config.yaml").read_text()
+    assert cli.main(["train", "--resume", str(out), "--epochs", "2", "--progress"]) == 0
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    model, meta = load_run(out)
+    assert meta["decomposition"]["method"] == "flattened" and meta["source_run"] == str(run_dir)
+    decomposed = next(r for r in report["rows"] if r["variant"] == "decomposed")
+    assert sum(p.numel() for p in model.parameters()) == decomposed["params"] < report["rows"][0]["params"]
+
+
+def test_an_initial_checkpoint_of_another_model_is_refused_before_training(run_dir: Path) -> None:
+    cfg = TrainConfig(model="resnet20", dataset="synthetic", initial_checkpoint=str(run_dir))
+    with pytest.raises(ValueError, match=r"holds a fmnet .* this run trains a resnet20"):
+        train(cfg)
 
 
 def test_decompose_refuses_to_overwrite(run_dir: Path, tmp_path: Path) -> None:
