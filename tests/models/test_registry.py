@@ -94,3 +94,28 @@ def test_pretrained_loads_torchvision_weights_from_local_cache(
 def test_pretrained_unavailable_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="no pretrained weights"):
         cnnkit.create_model("mobilenet_v1", pretrained=True)
+
+
+@pytest.mark.parametrize("name", ["densenet121", "googlenet"])
+def test_pretrained_applies_the_family_remap_hook(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchvision's DenseNet checkpoint has the old ``norm.1`` key names and GoogLeNet's carries the
+    auxiliary heads; each family's ``remap_state_dict`` hook fits them to the model before loading."""
+    import re
+
+    import torchvision
+
+    kwargs = {"aux_logits": True, "init_weights": False} if name == "googlenet" else {}
+    tv = getattr(torchvision.models, name)(**kwargs)
+    state = tv.state_dict()
+    if name == "densenet121":  # as torchvision's DENSENET121 weights file names them
+        state = {
+            re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k): v for k, v in state.items()
+        }
+        assert "features.denseblock1.denselayer1.norm.1.weight" in state
+    assert registry.get_model_info(name).remap_state_dict is not None
+    monkeypatch.setattr(registry, "_torchvision_state_dict", lambda tv_name: state)
+    model = cnnkit.create_model(name, pretrained=True)
+    ours = model.state_dict()
+    assert not any(k.startswith("aux") for k in ours)
+    for key, value in ours.items():
+        torch.testing.assert_close(value, tv.state_dict()[key])

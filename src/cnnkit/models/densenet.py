@@ -62,6 +62,11 @@ def remap_legacy_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
     return {_LEGACY_DENSE_KEY.sub(r"\1\2.", key): value for key, value in state_dict.items()}
 
 
+def _remap_torchvision(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """The registry's ``remap_state_dict`` hook: torchvision renames these old keys itself before loading."""
+    return remap_legacy_keys(state_dict)
+
+
 def _min_input_size(small_input: bool, num_transitions: int) -> int:
     """Smallest square input for which every pooling stage leaves at least one pixel."""
 
@@ -241,7 +246,7 @@ _IMAGENET_CFGS: dict[str, tuple[int, tuple[int, ...], int]] = {
 }
 
 
-@register_model(torchvision="densenet121")
+@register_model(torchvision="densenet121", remap_state_dict=_remap_torchvision)
 def densenet121(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
 ) -> DenseNet:
@@ -255,7 +260,7 @@ def densenet121(
     )
 
 
-@register_model(torchvision="densenet161")
+@register_model(torchvision="densenet161", remap_state_dict=_remap_torchvision)
 def densenet161(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
 ) -> DenseNet:
@@ -269,7 +274,7 @@ def densenet161(
     )
 
 
-@register_model(torchvision="densenet169")
+@register_model(torchvision="densenet169", remap_state_dict=_remap_torchvision)
 def densenet169(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
 ) -> DenseNet:
@@ -283,7 +288,7 @@ def densenet169(
     )
 
 
-@register_model(torchvision="densenet201")
+@register_model(torchvision="densenet201", remap_state_dict=_remap_torchvision)
 def densenet201(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
 ) -> DenseNet:

@@ -195,11 +195,18 @@ class GoogLeNet(nn.Module):
         return x
 
 
+def _drop_missing_aux(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """The registry's ``remap_state_dict`` hook: torchvision's checkpoint carries the auxiliary
+    heads; a model built without them drops their tensors."""
+    own = model.state_dict()
+    return {k: v for k, v in state_dict.items() if k in own or not k.startswith(("aux1.", "aux2."))}
+
+
 def _googlenet(*, num_classes: int, in_chans: int, small_input: bool, **kwargs: Any) -> GoogLeNet:
     return GoogLeNet(num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
 
 
-@register_model(torchvision="googlenet")
+@register_model(torchvision="googlenet", remap_state_dict=_drop_missing_aux)
 def googlenet(
     *,
     num_classes: int = 1000,

@@ -27,6 +27,8 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
+# (torchvision's checkpoint, the freshly built model) -> the checkpoint as the model names it
+StateDictRemap = Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -37,16 +39,22 @@ class ModelInfo:
     builder: Callable[..., nn.Module]
     family: str
     torchvision: str | None = None  # torchvision builder of the same architecture, if any
+    remap_state_dict: StateDictRemap | None = None  # the family's fix-up of torchvision's checkpoint
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(*, name: str | None = None, torchvision: str | None = None) -> Callable[[F], F]:
+def register_model(
+    *, name: str | None = None, torchvision: str | None = None, remap_state_dict: StateDictRemap | None = None
+) -> Callable[[F], F]:
     """Register a public builder under ``name`` (default: the function's name).
 
     ``torchvision`` names torchvision's builder of the same architecture; such
     models share torchvision's ``state_dict`` and can load its weights.
+    ``remap_state_dict(state_dict, model)`` is the family's hook that adapts torchvision's
+    checkpoint to the built model before ``pretrained=True`` loads it (old key names, heads
+    the model was built without); the default loads the checkpoint as it is.
     """
 
     def wrap(fn: F) -> F:
@@ -54,7 +62,7 @@ def register_model(*, name: str | None = None, torchvision: str | None = None) -
         if key in _REGISTRY:
             raise ValueError(f"model {key!r} is already registered (by {_REGISTRY[key].builder.__module__})")
         family = fn.__module__.rsplit(".", 1)[-1]
-        _REGISTRY[key] = ModelInfo(key, fn, family, torchvision)
+        _REGISTRY[key] = ModelInfo(key, fn, family, torchvision, remap_state_dict)
         return fn
 
     return wrap
@@ -120,13 +128,8 @@ def create_model(
                 f"(pretrained models: {', '.join(n for n in list_models() if _REGISTRY[n].torchvision)})"
             )
         state = dict(_torchvision_state_dict(info.torchvision))
-        if info.family == "densenet":  # torchvision renames these old keys itself before loading
-            from cnnkit.models.densenet import remap_legacy_keys
-
-            state = remap_legacy_keys(state)
-        own = model.state_dict()
-        # GoogLeNet's checkpoint carries the auxiliary heads; a model built without them drops them
-        state = {k: v for k, v in state.items() if k in own or not k.startswith(("aux1.", "aux2."))}
+        if info.remap_state_dict is not None:
+            state = info.remap_state_dict(state, model)
         load_torchvision_weights(model, state, strict=False)
     return model
 
