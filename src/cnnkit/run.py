@@ -65,6 +65,7 @@ __all__ = [
     "load_weights",
     "read_config",
     "read_final",
+    "read_meta",
     "read_metrics",
     "register_rebuild",
     "remove_stale_temporaries",
@@ -222,6 +223,21 @@ def save_weights(path: Path, model: nn.Module, metadata: dict[str, Any]) -> None
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {k: json.dumps(v) for k, v in metadata.items()}
     atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=meta))
+
+
+def read_meta(run: str | Path) -> dict[str, Any]:
+    """The metadata of a run's ``model.safetensors`` (the folder or the file); no tensor is read."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(run)
+    weights = path / WEIGHTS if path.is_dir() else path
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: no such weights file")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights}: truncated or not a safetensors file ({e})") from e
 
 
 def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

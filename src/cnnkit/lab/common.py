@@ -173,12 +173,9 @@ def cost_table(
 
 def run_meta(run: ArmRun) -> dict[str, Any]:
     """The metadata the trainer stored in the run's ``model.safetensors`` (no tensor is read)."""
-    import json
+    from cnnkit.run import read_meta
 
-    from safetensors import safe_open
-
-    with safe_open(str(run.run_dir / "model.safetensors"), framework="pt") as f:
-        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    return read_meta(run.run_dir)
 
 
 def model_cost(

@@ -28,8 +28,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cnnkit.lab.spec import Arm, ArmRun, Budget, Context, Experiment, Verdict
 
 __all__ = ["arm_config", "load_result", "run_arm", "run_experiment", "run_experiments"]
@@ -97,11 +95,9 @@ def _compared(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_run(arm: Arm, seed: int, folder: Path) -> ArmRun:
-    config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").exists() else {}
-    history = []
-    if (folder / "metrics.jsonl").exists():
-        history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
-    final = json.loads((folder / "final.json").read_text()) if (folder / "final.json").exists() else None
+    from cnnkit.run import read_config, read_final, read_metrics
+
+    config, history, final = read_config(folder, required=False), read_metrics(folder), read_final(folder)
     error = None
     if (folder / "failed.json").exists():
         error = json.loads((folder / "failed.json").read_text())["error"]
@@ -115,6 +111,7 @@ def run_arm(cfg: Any, arm: Arm, *, retrain: bool = False) -> ArmRun:
     A non-finite loss or gradient (the trainer's ``TrainingError``) is a result, not a
     crash: it is recorded in ``failed.json`` and the arm counts as not trained.
     """
+    from cnnkit.run import read_config
     from cnnkit.train.loop import TrainingError, train
 
     folder = Path(cfg.output)
@@ -123,10 +120,10 @@ def run_arm(cfg: Any, arm: Arm, *, retrain: bool = False) -> ArmRun:
     if retrain and folder.exists():
         shutil.rmtree(folder)
         done = False
-    elif (folder / "config.yaml").exists():
-        have = _compared(yaml.safe_load((folder / "config.yaml").read_text()) or {})
-        if have != wanted:
-            diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
+    elif have := _compared(read_config(folder, required=False)):
+        # a field newer than the cached run's config.yaml counts as its default (None)
+        diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
+        if diff:
             shown = ", ".join(f"{k}: {have.get(k)!r} -> {wanted.get(k)!r}" for k in diff[:4])
             raise ValueError(
                 f"{folder} was trained with another config ({shown}); "

@@ -514,13 +514,12 @@ def _check_model_args(cfg: TrainConfig) -> None:
 
 def _check_initial_checkpoint(cfg: TrainConfig) -> None:
     """``--initial-checkpoint`` names weights of this config's model, options included."""
-    from cnnkit.run import WEIGHTS, load_weights, run_folder
+    from cnnkit.run import read_meta, run_folder
 
     if cfg.pretrained:
         raise ValueError("--initial-checkpoint and --pretrained both give the starting weights; choose one")
     path = Path(cfg.initial_checkpoint or "")
-    weights = path if path.is_file() else run_folder(path) / WEIGHTS
-    _, meta = load_weights(weights)
+    meta = read_meta(path if path.is_file() else run_folder(path))
     want = json.loads(json.dumps(model_kwargs(cfg)))  # as the metadata stores them (lists, not tuples)
     if meta.get("model") != cfg.model or meta.get("model_kwargs", {}) != want:
         raise ValueError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cnnkit.data.sources import normalize
 from cnnkit.lab.common import arm_table, budgets, load_model, load_test_split, measure_arms, pct
 from cnnkit.lab.figures import Custom, bar_figure, new_figure, plots
 from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict
@@ -111,7 +112,7 @@ def _saliency(ctx: Context, n: dict[str, Any]) -> Any:
     for r, (arm, run) in enumerate(members, start=1):
         model, m, s = load_model(run)
         for c in range(k):
-            img = (x[c].float() / 255 - m[:, None, None]) / s[:, None, None]
+            img = normalize(x[c : c + 1], m, s)[0]
             sal, _ = saliency(model, img)
             axes[r, c].imshow(sal.numpy(), cmap="hot")  # imshow scales each map to its own range
         axes[r, 0].set_ylabel(arm.title, fontsize=7)

@@ -143,14 +143,7 @@ def _schedules(ctx: Context) -> tuple[dict[str, Any], dict[str, float]]:
     scheds, peaks = {}, {}
     for arm in ARMS:
         o = arm.resolve(b)
-        scheds[arm.title] = Schedule(
-            o["sched"],
-            spe * b.epochs,
-            spe,
-            warmup_steps=round(float(o.get("warmup_epochs", 0.0)) * spe),
-            decay_epochs=float(o.get("decay_epochs", 30.0)),
-            decay_rate=float(o.get("decay_rate", 0.1)),
-        )
+        scheds[arm.title] = Schedule.from_config({**o, "epochs": b.epochs}, spe)
         peaks[arm.title] = float(o["lr"])
     return scheds, peaks
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from cnnkit.data.sources import normalize
 from cnnkit.lab.common import (
     arm_table,
     budgets,
@@ -131,7 +132,7 @@ def _trained(ctx: Context) -> tuple[Any, list[Any], Any, ArmRun] | None:
         return None
     model, m, s = load_model(runs[0])
     x, y = load_test_split(ctx)
-    imgs = [((x[i].float() / 255) - m[:, None, None]) / s[:, None, None] for i in range(min(6, len(y)))]
+    imgs = list(normalize(x[: min(6, len(y))], m, s))
     return model, imgs, y, runs[0]
 
 
