@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from cnnkit.data.sources import DatasetTensors, normalize
-from cnnkit.run import load_run, read_config, save_weights
+from cnnkit.run import WEIGHTS, load_run, read_config, save_weights
 from cnnkit.train.config import TrainConfig
 
 __all__ = ["decompose_run", "finetune_config", "recalibrate_bn", "render_markdown"]
@@ -238,7 +238,7 @@ def decompose_run(
     given = {"dataset": dataset, "data_dir": data_dir, "train_subset": train_subset, "test_subset": test_subset}
     data_cfg = _source_config(src, meta, seed=seed, **{k: v for k, v in given.items() if v is not None})
     out = Path(output) if output else src.with_name(f"{src.name}-{method}")
-    if (out / "model.safetensors").exists():
+    if (out / WEIGHTS).exists():
         raise ValueError(f"{out} already holds a model; choose another --output")
     if mult_adds is not None:
         if rank is not None or energy is not None:
@@ -288,7 +288,7 @@ def decompose_run(
         final, history = _finetune(ft)
         rows.append(measure(f"decomposed + fine-tune ({finetune_epochs} ep)", final))
     else:
-        save_weights(out / "model.safetensors", final, new_meta)
+        save_weights(out / WEIGHTS, final, new_meta)
     rows.append(measure(rows[-1]["variant"] + ", BN folded", fuse_bn(final)))
     if latency:
         _add_latencies(rows, variants, tuple(int(v) for v in data.test_x.shape[1:]))
