@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-__all__ = ["check_input", "check_model_args", "init_weights", "set_input_constraints"]
+__all__ = ["check_input", "check_model_args", "fc_classifier", "init_weights", "set_input_constraints"]
 
-InitScheme = Literal["resnet", "mobile", "densenet", "googlenet"]
+InitScheme = Literal["resnet", "vgg", "densenet", "googlenet"]
 
 
 def check_model_args(who: str, *, num_classes: int, in_chans: int, **rates: float) -> None:
@@ -30,9 +31,9 @@ def init_weights(model: nn.Module, scheme: InitScheme) -> None:
     normal weights (He et al. 2015; gain sqrt(2)), fan_out as torchvision's ResNet, VGG and
     MobileNetV2, fan_in as its DenseNet; ``"googlenet"`` draws convolution and linear weights
     from N(0, 0.01^2) truncated to [-2, 2]. Linear layers: untouched (``"resnet"``),
-    N(0, 0.01^2) with zero bias (``"mobile"``, which also zeroes conv biases), zero bias only
-    (``"densenet"``). Modules are visited in ``model.modules()`` order, so a seeded build
-    draws the same numbers whatever module types it holds.
+    N(0, 0.01^2) with zero bias (``"vgg"``, torchvision's VGG and mobile nets, which also
+    zeroes conv biases), zero bias only (``"densenet"``). Modules are visited in
+    ``model.modules()`` order, so a seeded build draws the same numbers as torchvision's loop.
     """
     trunc = scheme == "googlenet"
     for m in model.modules():
@@ -42,7 +43,7 @@ def init_weights(model: nn.Module, scheme: InitScheme) -> None:
             else:
                 fan: Literal["fan_in", "fan_out"] = "fan_in" if scheme == "densenet" else "fan_out"
                 nn.init.kaiming_normal_(m.weight, mode=fan, nonlinearity="relu")
-            if scheme == "mobile" and m.bias is not None:
+            if scheme == "vgg" and m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.modules.batchnorm._NormBase | nn.GroupNorm) and m.weight is not None:
             nn.init.ones_(m.weight)
@@ -50,10 +51,33 @@ def init_weights(model: nn.Module, scheme: InitScheme) -> None:
         elif isinstance(m, nn.Linear):
             if trunc:
                 nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2.0, b=2.0)
-            elif scheme == "mobile":
+            elif scheme == "vgg":
                 nn.init.normal_(m.weight, 0.0, 0.01)
-            if scheme in ("mobile", "densenet"):
+            if scheme in ("vgg", "densenet"):
                 nn.init.zeros_(m.bias)
+
+
+def fc_classifier(
+    in_features: int,
+    num_classes: int,
+    act_layer: Callable[[], nn.Module],
+    drop_rate: float,
+    *,
+    hidden: int = 4096,
+    dropout_first: bool = False,
+) -> nn.Sequential:
+    """The three fully connected layers of AlexNet and VGG (torchvision's ``classifier``).
+
+    Two hidden layers of ``hidden`` units with activation and dropout, then the linear
+    classifier; dropout comes before each hidden layer (``dropout_first``, AlexNet: Krizhevsky
+    et al. 2012, sec. 4.2) or after its activation (VGG), so the indices of the linear layers
+    are torchvision's for either net.
+    """
+    layers: list[nn.Module] = []
+    for n_in in (in_features, hidden):
+        fc = [nn.Linear(n_in, hidden), act_layer()]
+        layers += [nn.Dropout(drop_rate), *fc] if dropout_first else [*fc, nn.Dropout(drop_rate)]
+    return nn.Sequential(*layers, nn.Linear(hidden, num_classes))
 
 
 def check_input(module: nn.Module, args: tuple[Any, ...]) -> None:

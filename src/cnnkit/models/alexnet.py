@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from cnnkit.layers.act import get_act
-from cnnkit.models._utils import set_input_constraints
+from cnnkit.models._utils import check_model_args, fc_classifier, set_input_constraints
 from cnnkit.models.registry import register_model
 
 __all__ = ["CFGS", "AlexNet", "ConvSpec", "alexnet", "alexnet_grouped", "lrn_paper", "zfnet"]
@@ -146,10 +146,7 @@ class AlexNet(nn.Module):
         drop_rate: float = 0.5,
     ) -> None:
         super().__init__()
-        if num_classes < 1 or in_chans < 1:
-            raise ValueError(f"num_classes and in_chans must be >= 1; got {num_classes} and {in_chans}")
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1); got {drop_rate}")
+        check_model_args("AlexNet", num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
         if len(cfg) == 0:
             raise ValueError("AlexNet needs at least one ConvSpec in cfg")
         act = get_act(act_layer)
@@ -183,15 +180,7 @@ class AlexNet(nn.Module):
             c_in = spec.out_channels
         self.features = nn.Sequential(*features)
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
-        self.classifier = nn.Sequential(
-            nn.Dropout(drop_rate),
-            nn.Linear(c_in * 6 * 6, 4096),
-            act(),
-            nn.Dropout(drop_rate),
-            nn.Linear(4096, 4096),
-            act(),
-            nn.Linear(4096, num_classes),
-        )
+        self.classifier = fc_classifier(c_in * 6 * 6, num_classes, act, drop_rate, dropout_first=True)
         set_input_constraints(
             self, in_chans=in_chans, min_input_size=_min_input_size(layers), small_input=small_input
         )
@@ -201,7 +190,9 @@ class AlexNet(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def _alexnet(variant: str, *, num_classes: int, in_chans: int, small_input: bool, **kwargs: Any) -> AlexNet:
+def _alexnet(
+    variant: str, num_classes: int, in_chans: int, small_input: bool, kwargs: dict[str, Any]
+) -> AlexNet:
     if "cfg" in kwargs:
         raise ValueError(f"{variant} fixes the layer table; build AlexNet(cfg=...) directly for another one")
     return AlexNet(
@@ -218,7 +209,7 @@ def alexnet(
     61,100,840 parameters at 1000 classes (torchvision's ``AlexNet_Weights`` meta).
     Options: ``act_layer``, ``drop_rate`` (0.5).
     """
-    return _alexnet("alexnet", num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+    return _alexnet("alexnet", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -230,9 +221,7 @@ def alexnet_grouped(
     60,965,224 parameters at 1000 classes (derivation in the module docstring; the
     paper says 60 million). Options: ``act_layer``, ``drop_rate`` (0.5).
     """
-    return _alexnet(
-        "alexnet_grouped", num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _alexnet("alexnet_grouped", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -242,4 +231,4 @@ def zfnet(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = Fal
     62,357,608 parameters at 1000 classes (derivation in the module docstring; the
     paper gives no total). Options: ``act_layer``, ``drop_rate`` (0.5).
     """
-    return _alexnet("zfnet", num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+    return _alexnet("zfnet", num_classes, in_chans, small_input, kwargs)

@@ -34,7 +34,7 @@ from torch import nn
 from cnnkit.layers.act import get_act
 from cnnkit.layers.dense import DenseBlock, Transition
 from cnnkit.layers.norm import get_norm_layer
-from cnnkit.models._utils import set_input_constraints
+from cnnkit.models._utils import check_model_args, init_weights, set_input_constraints
 from cnnkit.models.registry import register_model
 
 __all__ = [
@@ -119,45 +119,32 @@ class DenseNet(nn.Module):
         memory_efficient: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("growth_rate", growth_rate),
-            ("num_init_features", num_init_features),
-            ("num_classes", num_classes),
-            ("in_chans", in_chans),
-        ):
+        for name, value in (("growth_rate", growth_rate), ("num_init_features", num_init_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DenseNet needs {name} to be an integer >= 1; got {value!r}")
+        check_model_args("DenseNet", num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
         if len(block_config) < 1 or any(
             isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in block_config
         ):
             raise ValueError(
                 f"DenseNet needs block_config to be a non-empty list of layer counts >= 1; got {block_config!r}"
             )
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"DenseNet needs 0 <= drop_rate < 1; got {drop_rate!r}")
         norm = get_norm_layer(norm_layer)
         act = get_act(act_layer)
 
-        if small_input:
-            stem: list[tuple[str, nn.Module]] = [
-                (
-                    "conv0",
-                    nn.Conv2d(in_chans, num_init_features, kernel_size=3, stride=1, padding=1, bias=False),
+        # the CIFAR stem is a 3x3/1 conv; the ImageNet one a 7x7/2 conv and a 3x3/2 max-pool
+        kernel, stride, padding = (3, 1, 1) if small_input else (7, 2, 3)
+        self.features = nn.Sequential(
+            OrderedDict(
+                conv0=nn.Conv2d(
+                    in_chans, num_init_features, kernel, stride=stride, padding=padding, bias=False
                 ),
-                ("norm0", norm(num_init_features)),
-                ("relu0", act()),
-            ]
-        else:
-            stem = [
-                (
-                    "conv0",
-                    nn.Conv2d(in_chans, num_init_features, kernel_size=7, stride=2, padding=3, bias=False),
-                ),
-                ("norm0", norm(num_init_features)),
-                ("relu0", act()),
-                ("pool0", nn.MaxPool2d(kernel_size=3, stride=2, padding=1)),
-            ]
-        self.features = nn.Sequential(OrderedDict(stem))
+                norm0=norm(num_init_features),
+                relu0=act(),
+            )
+        )
+        if not small_input:
+            self.features.add_module("pool0", nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
 
         channels = num_init_features
         for i, num_layers in enumerate(block_config):
@@ -190,14 +177,7 @@ class DenseNet(nn.Module):
         self.block_config = tuple(block_config)
 
         # torchvision's init (after the authors' Lua code): He-normal convs, identity norms, zero bias.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight)
-            elif isinstance(m, nn.modules.batchnorm._NormBase | nn.GroupNorm) and m.weight is not None:
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_weights(self, "densenet")
 
         set_input_constraints(
             self,
@@ -215,16 +195,22 @@ class DenseNet(nn.Module):
         return self.classifier(self.dropout(x))
 
 
+# DenseNet-BC: (growth_rate k, layers per dense block, stem channels); ImageNet nets from the
+# paper's Table 1, the CIFAR net from sec. 4.2 (L = 100: three blocks of (L - 4) / 6 = 16 layers).
+_CFGS: dict[str, tuple[int, tuple[int, ...], int]] = {
+    "densenet121": (32, (6, 12, 24, 16), 64),
+    "densenet161": (48, (6, 12, 36, 24), 96),
+    "densenet169": (32, (6, 12, 32, 32), 64),
+    "densenet201": (32, (6, 12, 48, 32), 64),
+    "densenet264": (32, (6, 12, 64, 48), 64),
+    "densenet_bc_100_12": (12, (16, 16, 16), 24),
+}
+
+
 def _densenet(
-    growth_rate: int,
-    block_config: tuple[int, ...],
-    num_init_features: int,
-    *,
-    num_classes: int,
-    in_chans: int,
-    small_input: bool,
-    **kwargs: Any,
+    name: str, num_classes: int, in_chans: int, small_input: bool, kwargs: dict[str, Any]
 ) -> DenseNet:
+    growth_rate, block_config, num_init_features = _CFGS[name]
     return DenseNet(
         growth_rate,
         block_config,
@@ -236,16 +222,6 @@ def _densenet(
     )
 
 
-# ImageNet DenseNet-BC (paper Table 1): (growth_rate k, layers per dense block, stem channels).
-_IMAGENET_CFGS: dict[str, tuple[int, tuple[int, ...], int]] = {
-    "densenet121": (32, (6, 12, 24, 16), 64),
-    "densenet161": (48, (6, 12, 36, 24), 96),
-    "densenet169": (32, (6, 12, 32, 32), 64),
-    "densenet201": (32, (6, 12, 48, 32), 64),
-    "densenet264": (32, (6, 12, 64, 48), 64),
-}
-
-
 @register_model(torchvision="densenet121", remap_state_dict=_remap_torchvision)
 def densenet121(
     *, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any
@@ -254,10 +230,7 @@ def densenet121(
 
     7,978,856 parameters at 1000 classes, equal to torchvision's ``densenet121`` (8.0M in the paper's Fig. 3).
     """
-    k, blocks, stem = _IMAGENET_CFGS["densenet121"]
-    return _densenet(
-        k, blocks, stem, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _densenet("densenet121", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="densenet161", remap_state_dict=_remap_torchvision)
@@ -268,10 +241,7 @@ def densenet161(
 
     28,681,000 parameters at 1000 classes, equal to torchvision's ``densenet161``.
     """
-    k, blocks, stem = _IMAGENET_CFGS["densenet161"]
-    return _densenet(
-        k, blocks, stem, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _densenet("densenet161", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="densenet169", remap_state_dict=_remap_torchvision)
@@ -282,10 +252,7 @@ def densenet169(
 
     14,149,480 parameters at 1000 classes, equal to torchvision's ``densenet169`` (14.1M in the paper's Fig. 3).
     """
-    k, blocks, stem = _IMAGENET_CFGS["densenet169"]
-    return _densenet(
-        k, blocks, stem, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _densenet("densenet169", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="densenet201", remap_state_dict=_remap_torchvision)
@@ -296,10 +263,7 @@ def densenet201(
 
     20,013,928 parameters at 1000 classes, equal to torchvision's ``densenet201`` (20.0M in the paper's Fig. 3).
     """
-    k, blocks, stem = _IMAGENET_CFGS["densenet201"]
-    return _densenet(
-        k, blocks, stem, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _densenet("densenet201", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -311,10 +275,7 @@ def densenet264(
     33,337,704 parameters at 1000 classes (measured; the 33.3M commonly cited for it).
     torchvision has no DenseNet-264.
     """
-    k, blocks, stem = _IMAGENET_CFGS["densenet264"]
-    return _densenet(
-        k, blocks, stem, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _densenet("densenet264", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -332,6 +293,4 @@ def densenet_bc_100_12(
     which cnnkit keeps so the state_dict matches the ImageNet models'); 1,108,780 at 1000
     classes.
     """
-    return _densenet(
-        12, (16, 16, 16), 24, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _densenet("densenet_bc_100_12", num_classes, in_chans, small_input, kwargs)

@@ -37,7 +37,7 @@ from torch import nn
 
 from cnnkit.layers.act import get_act
 from cnnkit.layers.inception import BasicConv2d, Inception
-from cnnkit.models._utils import set_input_constraints
+from cnnkit.models._utils import check_model_args, init_weights, set_input_constraints
 from cnnkit.models.registry import register_model
 
 __all__ = ["INCEPTION_WIDTHS", "GoogLeNet", "GoogLeNetOutputs", "InceptionAux", "googlenet"]
@@ -123,10 +123,7 @@ class GoogLeNet(nn.Module):
         aux_drop_rate: float = 0.7,
     ) -> None:
         super().__init__()
-        if num_classes < 1 or in_chans < 1:
-            raise ValueError(f"num_classes and in_chans must be >= 1; got {num_classes} and {in_chans}")
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1); got {drop_rate}")
+        check_model_args("GoogLeNet", num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
         conv = partial(BasicConv2d, norm_layer=norm_layer, act_layer=act_layer)
         self.aux_logits = aux_logits
 
@@ -168,12 +165,7 @@ class GoogLeNet(nn.Module):
         self.fc = nn.Linear(self.inception5b.out_channels, num_classes)
 
         # torchvision's initialisation: truncated N(0, 0.01^2) weights, norms as identity
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d | nn.Linear):
-                nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2.0, b=2.0)
-            elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self, "googlenet")
 
         set_input_constraints(
             self, in_chans=in_chans, min_input_size=_MIN_INPUT_SIZE[small_input], small_input=small_input

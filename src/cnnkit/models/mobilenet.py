@@ -39,7 +39,7 @@ from cnnkit.layers.act import get_act
 from cnnkit.layers.conv import DepthwiseSeparableConv2d
 from cnnkit.layers.drop import Dropout
 from cnnkit.layers.norm import get_norm_layer
-from cnnkit.models._utils import set_input_constraints
+from cnnkit.models._utils import check_model_args, init_weights, set_input_constraints
 from cnnkit.models.registry import register_model
 
 __all__ = ["MobileNetV1", "MobileNetV1Block", "mobilenet_v1", "mobilenet_v1_conv"]
@@ -139,17 +139,10 @@ class MobileNetV1(nn.Module):
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"MobileNetV1 needs an integer num_classes >= 1; got {num_classes!r}")
-        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"MobileNetV1 needs an integer in_chans >= 1; got {in_chans!r}")
+        check_model_args("MobileNetV1", num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
         if not width_mult > 0:
             raise ValueError(
                 f"MobileNetV1 needs width_mult > 0 (the paper uses 1, 0.75, 0.5, 0.25); got {width_mult}"
-            )
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(
-                f"MobileNetV1 needs drop_rate (dropout before the classifier) in [0, 1); got {drop_rate}"
             )
         norm = get_norm_layer(norm_layer)
         act = get_act(act_layer)
@@ -174,7 +167,7 @@ class MobileNetV1(nn.Module):
         self.dropout = Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.classifier = nn.Linear(channels, num_classes)
 
-        _init_weights(self)
+        init_weights(self, "vgg")  # torchvision's MobileNetV2 scheme
         set_input_constraints(self, in_chans=in_chans, min_input_size=1, small_input=small_input)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,27 +182,22 @@ class MobileNetV1(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _init_weights(model: nn.Module) -> None:
-    """He (fan_out) convolutions, unit norms, N(0, 0.01) classifier; torchvision's MobileNetV2 scheme."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm | nn.InstanceNorm2d) and m.weight is not None:
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
-
-
 # ---------------------------------------------------------------------------- builders
 
 
+# name -> (separable, what the builder is, for a conflicting ``separable``)
+_VARIANTS: dict[str, tuple[bool, str]] = {
+    "mobilenet_v1": (True, "is the depthwise separable net; for full convolutions use mobilenet_v1_conv"),
+    "mobilenet_v1_conv": (False, "has full 3x3 convolutions; for separable ones use mobilenet_v1"),
+}
+
+
 def _mobilenet_v1(
-    *, separable: bool, num_classes: int, in_chans: int, small_input: bool, **kwargs: Any
+    name: str, num_classes: int, in_chans: int, small_input: bool, kwargs: dict[str, Any]
 ) -> MobileNetV1:
+    separable, what = _VARIANTS[name]
+    if kwargs.pop("separable", separable) is not separable:
+        raise ValueError(f"{name} {what}")
     return MobileNetV1(
         num_classes=num_classes, in_chans=in_chans, small_input=small_input, separable=separable, **kwargs
     )
@@ -224,13 +212,7 @@ def mobilenet_v1(
     4,231,976 parameters at 1000 classes (4,210,088 without the BN scales and shifts): the
     paper's 4.2M (table 4); 568.7M mult-adds at 224x224, the paper's 569M.
     """
-    if kwargs.pop("separable", True) is not True:
-        raise ValueError(
-            "mobilenet_v1 is the depthwise separable net; for full convolutions use mobilenet_v1_conv"
-        )
-    return _mobilenet_v1(
-        separable=True, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _mobilenet_v1("mobilenet_v1", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -242,8 +224,4 @@ def mobilenet_v1_conv(
     29,294,088 parameters at 1000 classes (29,282,120 without the BN scales and shifts): the
     paper's 29.3M (table 4); 4867.3M mult-adds at 224x224, the paper's 4866M.
     """
-    if kwargs.pop("separable", False) is not False:
-        raise ValueError("mobilenet_v1_conv has full 3x3 convolutions; for separable ones use mobilenet_v1")
-    return _mobilenet_v1(
-        separable=False, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs
-    )
+    return _mobilenet_v1("mobilenet_v1_conv", num_classes, in_chans, small_input, kwargs)

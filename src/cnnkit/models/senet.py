@@ -48,10 +48,6 @@ __all__ = [
     "seresnext50_32x4d",
 ]
 
-NormArg = str | Callable[[int], nn.Module] | None
-ActArg = str | Callable[[], nn.Module] | None
-
-
 # ---------------------------------------------------------------------------- small helpers
 
 
@@ -82,9 +78,10 @@ class SENet(ResNet):
         downsample_kernel_size: kernel of the stride-2 projection shortcuts (3 in SENet-154,
             1 in ResNets); stride-1 projections are always 1x1, as in the authors' model.
         small_input: the first stem convolution has stride 1 and there is no max-pool.
-        norm_layer, act_layer, drop_rate (before ``fc``), drop_path_rate (last block,
-        decayed linearly), block_drop_rate (inside each block), zero_init_residual: as
-        :class:`cnnkit.models.resnet.ResNet`.
+        num_classes, in_chans, norm_layer, act_layer, drop_rate (before ``fc``), drop_path_rate
+        (last block, decayed linearly), block_drop_rate (inside each block),
+        zero_init_residual: as :class:`cnnkit.models.resnet.ResNet`, whose other keyword
+        arguments it takes too (all but ``attn_layer`` and ``deep_stem``, which it sets).
     """
 
     def __init__(
@@ -92,41 +89,19 @@ class SENet(ResNet):
         block: type[ResidualBlock],
         layers: Sequence[int],
         *,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        small_input: bool = False,
-        groups: int = 1,
-        width_per_group: int = 64,
         se_reduction: float = 16,
-        stem_width: int = 64,
         downsample_kernel_size: int = 3,
-        norm_layer: NormArg = None,
-        act_layer: ActArg = None,
-        drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
-        block_drop_rate: float = 0.0,
-        zero_init_residual: bool = False,
+        **kwargs: Any,
     ) -> None:
         if getattr(block, "preact", False):
             raise ValueError(f"SENet takes post-activation blocks; got the pre-activation {block.__name__}")
         super().__init__(
             block,
             layers,
-            num_classes=num_classes,
-            in_chans=in_chans,
-            small_input=small_input,
-            groups=groups,
-            width_per_group=width_per_group,
-            norm_layer=norm_layer,
-            act_layer=act_layer,
-            drop_rate=drop_rate,
-            drop_path_rate=drop_path_rate,
-            block_drop_rate=block_drop_rate,
             attn_layer=_se_layer(se_reduction),
-            zero_init_residual=zero_init_residual,
             deep_stem=True,
-            stem_width=stem_width,
             downsample_kernel_size=downsample_kernel_size,
+            **kwargs,
         )
 
 

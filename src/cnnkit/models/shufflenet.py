@@ -56,7 +56,7 @@ from cnnkit.layers.conv import DepthwiseConv2d, PointwiseConv2d
 from cnnkit.layers.drop import Dropout, DropPath, drop_path_rates
 from cnnkit.layers.norm import get_norm_layer
 from cnnkit.layers.shuffle import ChannelShuffle
-from cnnkit.models._utils import set_input_constraints
+from cnnkit.models._utils import check_model_args, init_weights, set_input_constraints
 from cnnkit.models.registry import register_model
 
 __all__ = [
@@ -200,14 +200,13 @@ class ShuffleNetV1(nn.Module):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"ShuffleNetV1 needs an integer num_classes >= 1; got {num_classes!r}")
-        if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"ShuffleNetV1 needs an integer in_chans >= 1; got {in_chans!r}")
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"ShuffleNetV1 needs drop_rate (dropout before fc) in [0, 1); got {drop_rate}")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"ShuffleNetV1 needs drop_path_rate in [0, 1); got {drop_path_rate} (e.g. 0.1)")
+        check_model_args(
+            "ShuffleNetV1",
+            num_classes=num_classes,
+            in_chans=in_chans,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+        )
         stem, *widths = stage_widths(groups, width_mult)
         norm = get_norm_layer(norm_layer)
         act = get_act(act_layer)
@@ -250,7 +249,7 @@ class ShuffleNetV1(nn.Module):
         self.dropout = Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = nn.Linear(channels, num_classes)
 
-        _init_weights(self)
+        init_weights(self, "vgg")  # torchvision's mobile nets' scheme
         set_input_constraints(self, in_chans=in_chans, min_input_size=1, small_input=small_input)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -266,24 +265,11 @@ class ShuffleNetV1(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _init_weights(model: nn.Module) -> None:
-    """He (fan_out) convolutions, unit norms, N(0, 0.01) classifier (torchvision's mobile nets)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm | nn.InstanceNorm2d) and m.weight is not None:
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
-
-
 # ---------------------------------------------------------------------------- builders
 
 
 def _shufflenet_v1(
-    groups: int, *, num_classes: int, in_chans: int, small_input: bool, kwargs: dict[str, Any]
+    groups: int, num_classes: int, in_chans: int, small_input: bool, kwargs: dict[str, Any]
 ) -> ShuffleNetV1:
     if kwargs.pop("groups", groups) != groups:
         raise ValueError(
@@ -300,9 +286,7 @@ def shufflenet_v1_g1(
 ) -> ShuffleNetV1:
     """ShuffleNet 1x, g = 1 (Zhang et al. 2018, table 1): 1,531,936 parameters at 1000 classes (measured; the paper
     gives none), 143.1M mult-adds at 224x224 with the classifier (paper: 143M)."""
-    return _shufflenet_v1(
-        1, num_classes=num_classes, in_chans=in_chans, small_input=small_input, kwargs=kwargs
-    )
+    return _shufflenet_v1(1, num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -311,9 +295,7 @@ def shufflenet_v1_g2(
 ) -> ShuffleNetV1:
     """ShuffleNet 1x, g = 2 (Zhang et al. 2018, table 1): 1,733,848 parameters at 1000 classes (measured; the paper
     gives none), 140.8M mult-adds at 224x224 with the classifier (paper: 140M)."""
-    return _shufflenet_v1(
-        2, num_classes=num_classes, in_chans=in_chans, small_input=small_input, kwargs=kwargs
-    )
+    return _shufflenet_v1(2, num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -322,9 +304,7 @@ def shufflenet_v1_g3(
 ) -> ShuffleNetV1:
     """ShuffleNet 1x, g = 3 (Zhang et al. 2018, table 1): 1,865,728 parameters at 1000 classes (measured; the paper
     gives none), 137.5M mult-adds at 224x224 with the classifier (paper: 137M)."""
-    return _shufflenet_v1(
-        3, num_classes=num_classes, in_chans=in_chans, small_input=small_input, kwargs=kwargs
-    )
+    return _shufflenet_v1(3, num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -333,9 +313,7 @@ def shufflenet_v1_g4(
 ) -> ShuffleNetV1:
     """ShuffleNet 1x, g = 4 (Zhang et al. 2018, table 1): 1,968,344 parameters at 1000 classes (measured; the paper
     gives none), 134.3M mult-adds at 224x224 with the classifier (paper: 133M)."""
-    return _shufflenet_v1(
-        4, num_classes=num_classes, in_chans=in_chans, small_input=small_input, kwargs=kwargs
-    )
+    return _shufflenet_v1(4, num_classes, in_chans, small_input, kwargs)
 
 
 @register_model()
@@ -344,6 +322,4 @@ def shufflenet_v1_g8(
 ) -> ShuffleNetV1:
     """ShuffleNet 1x, g = 8 (Zhang et al. 2018, table 1): 2,434,768 parameters at 1000 classes (measured; the paper
     gives none), 138.4M mult-adds at 224x224 with the classifier (paper: 137M)."""
-    return _shufflenet_v1(
-        8, num_classes=num_classes, in_chans=in_chans, small_input=small_input, kwargs=kwargs
-    )
+    return _shufflenet_v1(8, num_classes, in_chans, small_input, kwargs)

@@ -33,7 +33,7 @@ from torch import nn
 
 from cnnkit.layers.act import get_act
 from cnnkit.layers.norm import get_norm_layer
-from cnnkit.models._utils import set_input_constraints
+from cnnkit.models._utils import check_model_args, fc_classifier, init_weights, set_input_constraints
 from cnnkit.models.registry import register_model
 
 __all__ = [
@@ -139,38 +139,16 @@ class VGG(nn.Module):
         drop_rate: float = 0.5,
     ) -> None:
         super().__init__()
-        if num_classes < 1 or in_chans < 1:
-            raise ValueError(f"num_classes and in_chans must be >= 1; got {num_classes} and {in_chans}")
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1); got {drop_rate}")
+        check_model_args("VGG", num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
         c_last = _last_width(cfg)
         self.features = make_layers(
             cfg, in_chans=in_chans, norm_layer=norm_layer, act_layer=act_layer, small_input=small_input
         )
         pooled = 1 if small_input else 7  # ImageNet: 224 / 2^5 = 7
         self.avgpool = nn.AdaptiveAvgPool2d((pooled, pooled))
-        act = get_act(act_layer)
-        self.classifier = nn.Sequential(
-            nn.Linear(c_last * pooled * pooled, 4096),
-            act(),
-            nn.Dropout(drop_rate),
-            nn.Linear(4096, 4096),
-            act(),
-            nn.Dropout(drop_rate),
-            nn.Linear(4096, num_classes),
-        )
+        self.classifier = fc_classifier(c_last * pooled * pooled, num_classes, get_act(act_layer), drop_rate)
         # torchvision's initialisation (He et al. 2015, fan_out) for convs, N(0, 0.01^2) for FCs
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self, "vgg")
         num_pools = sum(isinstance(m, nn.MaxPool2d) for m in self.features)
         set_input_constraints(self, in_chans=in_chans, min_input_size=2**num_pools, small_input=small_input)
 
@@ -179,10 +157,8 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def _vgg(
-    variant: str, batch_norm: bool, *, num_classes: int, in_chans: int, small_input: bool, **kwargs: Any
-) -> VGG:
-    name = variant + ("_bn" if batch_norm else "")
+def _vgg(name: str, num_classes: int, in_chans: int, small_input: bool, kwargs: dict[str, Any]) -> VGG:
+    variant, batch_norm = name.removesuffix("_bn"), name.endswith("_bn")
     if "cfg" in kwargs:
         raise ValueError(f"{name} fixes the layer table; build VGG(cfg=...) directly for another one")
     norm = kwargs.pop("norm_layer", "batch" if batch_norm else None)
@@ -206,46 +182,46 @@ def _vgg(
 @register_model(torchvision="vgg11")
 def vgg11(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
     """VGG-11, configuration A (Simonyan & Zisserman 2015). 132,863,336 parameters (torchvision)."""
-    return _vgg("vgg11", False, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+    return _vgg("vgg11", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="vgg13")
 def vgg13(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
     """VGG-13, configuration B (Simonyan & Zisserman 2015). 133,047,848 parameters (torchvision)."""
-    return _vgg("vgg13", False, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+    return _vgg("vgg13", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="vgg16")
 def vgg16(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
     """VGG-16, configuration D (Simonyan & Zisserman 2015). 138,357,544 parameters (torchvision, lecture: 138M)."""
-    return _vgg("vgg16", False, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+    return _vgg("vgg16", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="vgg19")
 def vgg19(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
     """VGG-19, configuration E (Simonyan & Zisserman 2015). 143,667,240 parameters (torchvision)."""
-    return _vgg("vgg19", False, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+    return _vgg("vgg19", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="vgg11_bn")
 def vgg11_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
     """VGG-11 with batch norm after every conv (``norm_layer`` may name another norm). 132,868,840 parameters (torchvision)."""
-    return _vgg("vgg11", True, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+    return _vgg("vgg11_bn", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="vgg13_bn")
 def vgg13_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
     """VGG-13 with batch norm after every conv (``norm_layer`` may name another norm). 133,053,736 parameters (torchvision)."""
-    return _vgg("vgg13", True, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+    return _vgg("vgg13_bn", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="vgg16_bn")
 def vgg16_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
     """VGG-16 with batch norm after every conv (``norm_layer`` may name another norm). 138,365,992 parameters (torchvision)."""
-    return _vgg("vgg16", True, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+    return _vgg("vgg16_bn", num_classes, in_chans, small_input, kwargs)
 
 
 @register_model(torchvision="vgg19_bn")
 def vgg19_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
     """VGG-19 with batch norm after every conv (``norm_layer`` may name another norm). 143,678,248 parameters (torchvision)."""
-    return _vgg("vgg19", True, num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+    return _vgg("vgg19_bn", num_classes, in_chans, small_input, kwargs)
