@@ -3,23 +3,26 @@
 The lecture's arithmetic (slides "VGGNet", "MobileNets", "Receptive Fields") for any
 ``nn.Module``, traced on the ``meta`` device so no weight is allocated. Importing
 this package loads neither torchvision nor matplotlib.
+
+Modules, from the top down: :mod:`~cnnkit.analysis.summary` (``summarize``,
+``compare``), :mod:`~cnnkit.analysis.records` (what a summary holds) and
+:mod:`~cnnkit.analysis.render` (its tables), :mod:`~cnnkit.analysis.meta` (models on
+``meta``), :mod:`~cnnkit.analysis.tracer` (one traced forward) with its handlers
+(:mod:`~cnnkit.analysis.products`, :mod:`~cnnkit.analysis.handlers`,
+:mod:`~cnnkit.analysis.aten`), tables (:mod:`~cnnkit.analysis.op_tables`) and
+formulas (:mod:`~cnnkit.analysis.op_math`), :mod:`~cnnkit.analysis.rf` (receptive
+fields), :mod:`~cnnkit.analysis.plot` and :mod:`~cnnkit.analysis.cli_support`.
 """
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from cnnkit.analysis.meta import build_on_meta
     from cnnkit.analysis.plot import plot_receptive_field, rf_growth
+    from cnnkit.analysis.records import Comparison, LayerRow, ModelSummary, TrainingMemory
     from cnnkit.analysis.rf import ReceptiveField
-    from cnnkit.analysis.summary import (
-        Comparison,
-        LayerRow,
-        ModelSummary,
-        TrainingMemory,
-        build_on_meta,
-        compare,
-        summarize,
-    )
+    from cnnkit.analysis.summary import compare, summarize
 
 __all__ = [
     "Comparison",
@@ -40,10 +43,10 @@ _HOME = {
     "plot_receptive_field": "plot",
     "rf_growth": "plot",
     "ReceptiveField": "rf",
-    **dict.fromkeys(
-        ("Comparison", "LayerRow", "ModelSummary", "TrainingMemory", "build_on_meta", "compare", "summarize"),
-        "summary",
-    ),
+    **dict.fromkeys(("Comparison", "LayerRow", "ModelSummary", "TrainingMemory"), "records"),
+    "build_on_meta": "meta",
+    "compare": "summary",
+    "summarize": "summary",
 }
 
 

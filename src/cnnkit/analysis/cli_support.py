@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cnnkit.analysis.render import FORMATS
+
 __all__ = [
     "FORMATS",
     "add_analysis_commands",
@@ -21,8 +23,6 @@ __all__ = [
     "rf_command",
     "summary_command",
 ]
-
-FORMATS = ("table", "markdown", "csv", "json")
 
 
 def _model_kwargs(num_classes: int | None, small_input: bool) -> dict[str, Any]:
@@ -109,31 +109,22 @@ def model_stats(name: str, input_size: Sequence[int] = (3, 224, 224)) -> tuple[i
 # ---------------------------------------------------------------------------- argparse wiring
 
 
+def _shared(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``summary`` and ``compare`` share, as their commands' keywords."""
+    return {"fmt": args.format, "num_classes": args.num_classes, "small_input": args.small_input}
+
+
 def _cmd_summary(args: argparse.Namespace) -> int:
     print(
         summary_command(
-            args.name,
-            args.input_size,
-            fmt=args.format,
-            depth=args.depth,
-            batch_size=args.batch_size,
-            num_classes=args.num_classes,
-            small_input=args.small_input,
+            args.name, args.input_size, depth=args.depth, batch_size=args.batch_size, **_shared(args)
         )
     )
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    print(
-        compare_command(
-            args.names,
-            args.input_size,
-            fmt=args.format,
-            num_classes=args.num_classes,
-            small_input=args.small_input,
-        )
-    )
+    print(compare_command(args.names, args.input_size, **_shared(args)))
     return 0
 
 

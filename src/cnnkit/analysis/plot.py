@@ -8,7 +8,7 @@ with matplotlib, imported only when called.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,7 @@ from torch import nn
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from cnnkit.analysis.summary import ModelSummary
+    from cnnkit.analysis.records import ModelSummary
 
 __all__ = ["RFStep", "plot_receptive_field", "rf_growth"]
 
@@ -34,18 +34,12 @@ class RFStep:
     start: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "name": self.name,
-            "type": self.type,
-            "size": self.size,
-            "jump": self.jump,
-            "start": self.start,
-        }
+        return asdict(self)
 
 
 def _summary(model: nn.Module | str | ModelSummary, input_size: Sequence[int]) -> ModelSummary:
-    from cnnkit.analysis.summary import ModelSummary, summarize
+    from cnnkit.analysis.records import ModelSummary
+    from cnnkit.analysis.summary import summarize
 
     return model if isinstance(model, ModelSummary) else summarize(model, input_size)
 

@@ -29,7 +29,7 @@ the local field. Such a merge keeps the spatial field and sets ``global_context`
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -103,6 +103,18 @@ def _jumps(rf: ReceptiveField) -> tuple[float, ...]:
     return rf.jump if rf.jump is not None else (1.0,) * len(rf.size)
 
 
+def _per_axis(rf: ReceptiveField, step: Callable[[int, float], tuple[float, float, float]]) -> ReceptiveField:
+    """The field after a layer whose ``step(axis, jump_in)`` gives that axis's (size, jump, start).
+    A field without a spatial layout keeps its start and stays without: nothing to slide over, the
+    union stays the union."""
+    j = _jumps(rf)
+    axes = [step(ax, j[ax]) for ax in range(len(rf.size))]
+    size = tuple(a[0] for a in axes)
+    if rf.jump is None:
+        return ReceptiveField(size, None, rf.start, rf.global_context)
+    return ReceptiveField(size, tuple(a[1] for a in axes), tuple(a[2] for a in axes), rf.global_context)
+
+
 def conv_rf(
     rf: ReceptiveField,
     kernel: Sequence[int],
@@ -111,16 +123,16 @@ def conv_rf(
     dilation: Sequence[int],
 ) -> ReceptiveField:
     """Field after a convolution or pooling window (per axis: kernel, stride, left padding, dilation)."""
-    j = _jumps(rf)
-    size, jump, start = [], [], []
-    for ax in range(len(rf.size)):
+
+    def step(ax: int, j: float) -> tuple[float, float, float]:
         k_eff = dilation[ax] * (kernel[ax] - 1) + 1
-        size.append(rf.size[ax] + (k_eff - 1) * j[ax])
-        jump.append(j[ax] * stride[ax])
-        start.append(rf.start[ax] + ((k_eff - 1) / 2 - padding[ax]) * j[ax])
-    if rf.jump is None:  # no layout to slide over: the union stays the union
-        return ReceptiveField(tuple(size), None, rf.start, rf.global_context)
-    return ReceptiveField(tuple(size), tuple(jump), tuple(start), rf.global_context)
+        return (
+            rf.size[ax] + (k_eff - 1) * j,
+            j * stride[ax],
+            rf.start[ax] + ((k_eff - 1) / 2 - padding[ax]) * j,
+        )
+
+    return _per_axis(rf, step)
 
 
 def transposed_conv_rf(
@@ -138,41 +150,33 @@ def transposed_conv_rf(
     input units; the field adds the widest span times the input jump. The output
     units are ``jump / stride`` apart.
     """
-    j = _jumps(rf)
-    size, jump, start = [], [], []
-    for ax in range(len(rf.size)):
+
+    def step(ax: int, j: float) -> tuple[float, float, float]:
         k, s, p, d = kernel[ax], stride[ax], padding[ax], dilation[ax]
         spans = []
         for rho in range(s):
             taps = [m for m in range(k) if (rho - m * d) % s == 0]
             if taps:
                 spans.append((max(taps) - min(taps)) * d / s)
-        size.append(rf.size[ax] + max(spans, default=0.0) * j[ax])
-        jump.append(j[ax] / s)
         taps0 = [m for m in range(k) if (p - m * d) % s == 0]
         # output 0 sees inputs (p - m d) / s for these taps: their mean is the centre (with no
         # tap, output 0 gets only the bias: use the continuous position)
         centre = (p - (max(taps0) + min(taps0)) * d / 2) / s if taps0 else (p - d * (k - 1) / 2) / s
-        start.append(rf.start[ax] + centre * j[ax])
-    if rf.jump is None:
-        return ReceptiveField(tuple(size), None, rf.start, rf.global_context)
-    return ReceptiveField(tuple(size), tuple(jump), tuple(start), rf.global_context)
+        return rf.size[ax] + max(spans, default=0.0) * j, j / s, rf.start[ax] + centre * j
+
+    return _per_axis(rf, step)
 
 
 def adaptive_pool_rf(rf: ReceptiveField, in_size: Sequence[int], out_size: Sequence[int]) -> ReceptiveField:
     """Field after adaptive pooling: bin ``i`` covers ``[floor(i L / n), ceil((i + 1) L / n))``."""
-    j = _jumps(rf)
-    size, jump, start = [], [], []
-    for ax in range(len(rf.size)):
+
+    def step(ax: int, j: float) -> tuple[float, float, float]:
         L, n = in_size[ax], out_size[ax]
         widest = max(math.ceil((i + 1) * L / n) - (i * L) // n for i in range(n)) if n > 0 else 1
         first = math.ceil(L / n) if n > 0 else 1
-        size.append(rf.size[ax] + (widest - 1) * j[ax])
-        jump.append(j[ax] * L / n if n > 0 else j[ax])
-        start.append(rf.start[ax] + (first - 1) / 2 * j[ax])
-    if rf.jump is None:
-        return ReceptiveField(tuple(size), None, rf.start, rf.global_context)
-    return ReceptiveField(tuple(size), tuple(jump), tuple(start), rf.global_context)
+        return rf.size[ax] + (widest - 1) * j, j * L / n if n > 0 else j, rf.start[ax] + (first - 1) / 2 * j
+
+    return _per_axis(rf, step)
 
 
 def resample_rf(
