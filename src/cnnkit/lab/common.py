@@ -20,12 +20,16 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = [
+    "ARM_COLUMNS",
     "SMOKE",
+    "Column",
     "arm_numbers",
     "arm_table",
     "budgets",
+    "by_arm",
     "clean_train_top1",
     "cost_table",
+    "label_cell",
     "load_test_split",
     "load_train_split",
     "mean",
@@ -34,9 +38,11 @@ __all__ = [
     "paired_difference",
     "paired_verdict",
     "pct",
+    "per_arm_table",
     "pm",
     "run_meta",
     "sd",
+    "top1_cell",
 ]
 
 # seconds per experiment, for tests: synthetic data, one short epoch
@@ -112,60 +118,73 @@ def arm_numbers(ctx: Context, arm: str) -> dict[str, Any]:
     }
 
 
+def by_arm(numbers: Mapping[str, Mapping[str, Any]], key: str) -> dict[str, Any]:
+    """One number of every arm of :func:`measure_arms`, by arm name."""
+    return {k: v[key] for k, v in numbers.items()}
+
+
+# ---------------------------------------------------------------------------- tables
+
+# a column of a per-arm table: its name, and its cell from the arm's name and numbers
+Column = tuple[str, Callable[[str, Mapping[str, Any]], Any]]
+
+
+def label_cell(arm: str, v: Mapping[str, Any]) -> Any:
+    return v["label"]
+
+
+def top1_cell(arm: str, v: Mapping[str, Any]) -> str:
+    return pct(v["test_top1_mean"])
+
+
+def _count(x: int | None) -> str:
+    return "n/a" if x is None else f"{x:,}"
+
+
+def _fixed(x: float, digits: int) -> str:
+    return f"{x:.{digits}f}" if math.isfinite(x) else "n/a"
+
+
+def per_arm_table(caption: str, numbers: Mapping[str, Mapping[str, Any]], columns: Sequence[Column]) -> Table:
+    """One row per arm of ``numbers`` (:func:`measure_arms`), one cell per column."""
+    rows = [[cell(arm, v) for _, cell in columns] for arm, v in numbers.items()]
+    return Table(caption, [name for name, _ in columns], rows)
+
+
+ARM_COLUMNS: tuple[Column, ...] = (
+    ("arm", label_cell),
+    ("model", lambda _, v: v["model"]),
+    ("params", lambda _, v: _count(v["params"])),
+    ("seeds", lambda _, v: v["seeds"] - len(v["failed"])),
+    ("test top-1", lambda _, v: pm(v["test_top1"])),
+    ("train error (last epoch)", lambda _, v: pct(v["train_err_mean"])),
+    ("train img/s", lambda _, v: _fixed(v["images_per_s"], 0)),
+    ("train s", lambda _, v: _fixed(v["train_seconds_mean"], 1)),
+    ("stopped", lambda _, v: "; ".join(e or "" for e in v["failed"]) or "-"),
+)
+
+
 def arm_table(numbers: Mapping[str, Mapping[str, Any]], caption: str = "Arms (means over seeds)") -> Table:
-    rows = []
-    for n in numbers.values():
-        rows.append(
-            [
-                n["label"],
-                n["model"],
-                "n/a" if n["params"] is None else f"{n['params']:,}",
-                n["seeds"] - len(n["failed"]),
-                pm(n["test_top1"]),
-                pct(n["train_err_mean"]),
-                f"{n['images_per_s']:.0f}" if math.isfinite(n["images_per_s"]) else "n/a",
-                f"{n['train_seconds_mean']:.1f}" if math.isfinite(n["train_seconds_mean"]) else "n/a",
-                "; ".join(e or "" for e in n["failed"]) or "-",
-            ]
-        )
-    return Table(
-        caption,
-        [
-            "arm",
-            "model",
-            "params",
-            "seeds",
-            "test top-1",
-            "train error (last epoch)",
-            "train img/s",
-            "train s",
-            "stopped",
-        ],
-        rows,
-    )
+    """The table every training experiment reports: :data:`ARM_COLUMNS` of each arm."""
+    return per_arm_table(caption, numbers, ARM_COLUMNS)
 
 
 def cost_table(
-    caption: str,
-    numbers: Mapping[str, Mapping[str, Any]],
-    *,
-    digits: int = 2,
-    extra: Sequence[tuple[str, Callable[[Mapping[str, Any]], str]]] = (),
+    caption: str, numbers: Mapping[str, Mapping[str, Any]], *, digits: int = 2, extra: Sequence[Column] = ()
 ) -> Table:
     """Per arm of :func:`measure_arms` with ``cost``: its parameters, mult-adds per image (in
-    millions, ``digits`` decimals) and mean test top-1, then the ``extra`` columns, each a
-    name and the cell it makes of the arm's numbers."""
-    rows = [
-        [
-            v["label"],
-            "n/a" if v["params"] is None else f"{v['params']:,}",
-            "n/a" if v["mult_adds"] is None else f"{v['mult_adds'] / 1e6:.{digits}f}M",
-            pct(v["test_top1_mean"]),
-            *(cell(v) for _, cell in extra),
-        ]
-        for v in numbers.values()
+    millions, ``digits`` decimals) and mean test top-1, then the ``extra`` columns."""
+    columns: list[Column] = [
+        ("net", label_cell),
+        ("params", lambda _, v: _count(v["params"])),
+        (
+            "mult-adds",
+            lambda _, v: "n/a" if v["mult_adds"] is None else f"{v['mult_adds'] / 1e6:.{digits}f}M",
+        ),
+        ("test top-1", top1_cell),
+        *extra,
     ]
-    return Table(caption, ["net", "params", "mult-adds", "test top-1", *(name for name, _ in extra)], rows)
+    return per_arm_table(caption, numbers, columns)
 
 
 # ---------------------------------------------------------------------------- models and data

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from cnnkit.lab.common import arm_table, budgets, mean, measure_arms, pct
+from cnnkit.lab.common import Column, arm_table, budgets, by_arm, mean, measure_arms, pct, per_arm_table
 from cnnkit.lab.figures import Accuracy, Curves, Custom, new_figure, plots
 from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
 
@@ -26,6 +26,10 @@ NON_SATURATING = ("relu", "leaky_relu", "prelu", "softplus", "swish", "gelu", "g
 OTHERS = ("sine", "identity")  # swish and silu are the same function; silu is left out
 _NET = {"model_kwargs": {"widths": [16, 32, 64], "stem_width": 16}, "lr": 0.05}
 ARMS = tuple(Arm(a, "fmnet", {**_NET, "act": a}, label=a) for a in (*SATURATING, *NON_SATURATING, *OTHERS))
+BUDGETS = budgets(
+    quick=Budget(epochs=3, train_subset=2000, test_subset=1000, seeds=1, batch_size=64),
+    full=Budget(epochs=15, seeds=2, batch_size=128),
+)
 
 
 def measure(ctx: Context) -> dict[str, Any]:
@@ -37,7 +41,7 @@ def measure(ctx: Context) -> dict[str, Any]:
         "arms": arms,
         "loss_auc": auc,
         "non_saturating_median": statistics.median(finite) if finite else float("nan"),
-        "top1": {k: v["test_top1_mean"] for k, v in arms.items()},
+        "top1": by_arm(arms, "test_top1_mean"),
     }
 
 
@@ -61,21 +65,17 @@ def judge(n: dict[str, Any]) -> Verdict:
 
 
 def tables(n: dict[str, Any]) -> list[Table]:
-    rows = [
-        [
-            k,
-            "saturating" if k in SATURATING else "other" if k in OTHERS else "non-saturating",
-            f"{n['loss_auc'][k]:.4f}",
-            pct(n["top1"][k]),
-        ]
-        for k in n["arms"]
+    columns: list[Column] = [
+        ("activation", lambda k, _: k),
+        (
+            "kind",
+            lambda k, _: "saturating" if k in SATURATING else "other" if k in OTHERS else "non-saturating",
+        ),
+        ("mean train loss", lambda k, _: f"{n['loss_auc'][k]:.4f}"),
+        ("test top-1", lambda k, _: pct(n["top1"][k])),
     ]
     return [
-        Table(
-            "Speed of training and accuracy per activation",
-            ["activation", "kind", "mean train loss", "test top-1"],
-            rows,
-        ),
+        per_arm_table("Speed of training and accuracy per activation", n["arms"], columns),
         arm_table(n["arms"]),
     ]
 
@@ -109,6 +109,18 @@ def _functions_figure() -> Any:
     return fig
 
 
+FIGURES = plots(
+    Custom("functions", "Each activation and its derivative (autograd).", lambda ctx, n: _functions_figure()),
+    Curves(
+        "Training loss by epoch (mean over seeds).",
+        panels=(("saturating vs ReLU", ["sigmoid", "tanh", "relu", "gelu"]), ("all", None)),
+        loss=True,
+        stem="loss",
+    ),
+    Accuracy("Test top-1 per activation.", zoom=False),
+)
+
+
 EXPERIMENT = Experiment(
     name="activation",
     title="Saturating activations train slowly",
@@ -121,26 +133,12 @@ EXPERIMENT = Experiment(
         "Per saturating activation: its mean training loss over the epochs exceeds the median of the eight "
         "non-saturating ones. Both: reproduced; one: partly; none: not reproduced."
     ),
-    budgets=budgets(
-        quick=Budget(epochs=3, train_subset=2000, test_subset=1000, seeds=1, batch_size=64),
-        full=Budget(epochs=15, seeds=2, batch_size=128),
-    ),
+    budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=plots(
-        Custom(
-            "functions", "Each activation and its derivative (autograd).", lambda ctx, n: _functions_figure()
-        ),
-        Curves(
-            "Training loss by epoch (mean over seeds).",
-            panels=(("saturating vs ReLU", ["sigmoid", "tanh", "relu", "gelu"]), ("all", None)),
-            loss=True,
-            stem="loss",
-        ),
-        Accuracy("Test top-1 per activation.", zoom=False),
-    ),
+    figures=FIGURES,
     notes=(
         "fmnet narrowed to 16-32-64 channels, with its batch norm, SGD at lr 0.05. A first version without "
         "normalisation left every activation at chance (mean loss 2.30 = ln 10) within the quick budget: "

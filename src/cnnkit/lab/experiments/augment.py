@@ -15,14 +15,18 @@ from typing import Any
 import torch
 
 from cnnkit.lab.common import (
+    Column,
     arm_table,
     budgets,
     clean_train_top1,
+    label_cell,
     load_test_split,
     mean,
     measure_arms,
     paired_difference,
     pct,
+    per_arm_table,
+    top1_cell,
 )
 from cnnkit.lab.figures import Accuracy, Custom, new_figure, plots
 from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
@@ -36,6 +40,10 @@ ARMS = (
     Arm("cutout", "fmnet", {**_NET, "cutout": 8}, label="cutout 8x8"),
     Arm("mixup", "fmnet", {**_NET, "mixup": 0.4}, label="mixup alpha 0.4"),
     Arm("cutmix", "fmnet", {**_NET, "cutmix": 1.0}, label="cutmix alpha 1"),
+)
+BUDGETS = budgets(
+    quick=Budget(epochs=12, train_subset=1000, test_subset=1000, seeds=2, batch_size=50),
+    full=Budget(epochs=60, train_subset=5000, seeds=3, batch_size=64),
 )
 AUGMENTED = ("crop_flip", "cutout", "mixup", "cutmix")
 
@@ -68,21 +76,18 @@ def judge(n: dict[str, Any]) -> Verdict:
 
 
 def tables(n: dict[str, Any]) -> list[Table]:
-    rows = [
-        [
-            v["label"],
-            pct(v["test_top1_mean"]),
-            "-" if k == "none" else f"{100 * n['gain'][k]['mean']:+.2f}",
-            f"{100 * v['gap_mean']:.2f}",
-        ]
-        for k, v in n["arms"].items()
+    columns: list[Column] = [
+        ("augmentation", label_cell),
+        ("test top-1", top1_cell),
+        ("gain (points)", lambda k, _: "-" if k == "none" else f"{100 * n['gain'][k]['mean']:+.2f}"),
+        ("train-test gap (points)", lambda _, v: f"{100 * v['gap_mean']:.2f}"),
     ]
     return [
         arm_table(n["arms"]),
-        Table(
+        per_arm_table(
             "Test top-1, gain over no augmentation (paired by seed) and the clean train-test gap",
-            ["augmentation", "test top-1", "gain (points)", "train-test gap (points)"],
-            rows,
+            n["arms"],
+            columns,
         ),
     ]
 
@@ -112,6 +117,12 @@ def _samples(ctx: Context, n: dict[str, Any]) -> Any:
     return fig
 
 
+FIGURES = plots(
+    Custom("samples", "Eight test images under each augmentation (one draw).", _samples),
+    Accuracy("Test top-1 per augmentation; dots are seeds."),
+)
+
+
 EXPERIMENT = Experiment(
     name="augment",
     title="Augmentation fights overfitting on small data",
@@ -121,18 +132,12 @@ EXPERIMENT = Experiment(
         "Per augmentation: mean test top-1 gain over no augmentation (paired by seed) above 0. All four: "
         "reproduced; none: not reproduced; otherwise partly."
     ),
-    budgets=budgets(
-        quick=Budget(epochs=12, train_subset=1000, test_subset=1000, seeds=2, batch_size=50),
-        full=Budget(epochs=60, train_subset=5000, seeds=3, batch_size=64),
-    ),
+    budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=plots(
-        Custom("samples", "Eight test images under each augmentation (one draw).", _samples),
-        Accuracy("Test top-1 per augmentation; dots are seeds."),
-    ),
+    figures=FIGURES,
     notes=(
         "fmnet narrowed to 16-32-64 channels. Horizontal flips suit Fashion-MNIST's clothes; on digits "
         "(mnist) they would not. Mixup and cutmix usually need longer training than this budget to pay off."

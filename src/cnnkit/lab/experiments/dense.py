@@ -26,6 +26,10 @@ ARMS = (
     Arm("resnet18", "resnet18", _STEM, label="ResNet-18"),
     Arm("resnet20", "resnet20", label="ResNet-20 (CIFAR, full resolution)"),
 )
+BUDGETS = budgets(
+    quick=Budget(epochs=3, train_subset=2000, test_subset=1000, seeds=1, batch_size=64),
+    full=Budget(epochs=20, seeds=2, batch_size=128),
+)
 MARGIN = 0.01
 RESNETS = ("resnet18", "resnet20")
 
@@ -70,7 +74,7 @@ def judge(n: dict[str, Any]) -> Verdict:
     )
 
 
-def _per_param(v: Mapping[str, Any]) -> str:
+def _per_param(arm: str, v: Mapping[str, Any]) -> str:
     return f"{100 * v['test_top1_mean'] / (v['params'] / 1e6):.1f}" if v["params"] else "n/a"
 
 
@@ -102,6 +106,9 @@ def _params(ctx: Context, n: dict[str, Any]) -> Any:
     return fig
 
 
+FIGURES = plots(Custom("params", "Test error against parameter count: down and left is better.", _params))
+
+
 EXPERIMENT = Experiment(
     name="dense",
     title="DenseNets are parameter-efficient",
@@ -115,15 +122,12 @@ EXPERIMENT = Experiment(
         "parameters. Check 2: no ResNet with fewer parameters beats it by more than 1 point. Both: "
         "reproduced; one: partly; none: not reproduced."
     ),
-    budgets=budgets(
-        quick=Budget(epochs=3, train_subset=2000, test_subset=1000, seeds=1, batch_size=64),
-        full=Budget(epochs=20, seeds=2, batch_size=128),
-    ),
+    budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=plots(Custom("params", "Test error against parameter count: down and left is better.", _params)),
+    figures=FIGURES,
     notes=(
         "DenseNet-BC-100 and ResNet-18 use their ImageNet stems on 28x28 inputs (their dense/residual stages "
         "see 7x7 maps); ResNet-20 is the CIFAR net at full resolution, a small reference point."

@@ -25,6 +25,7 @@ __all__ = ["EXPERIMENT", "dilated_stack", "gradient_support"]
 
 DEPTH = 6
 SIZE = 161  # input side: larger than the deepest field (2^7 - 1 = 127)
+BUDGETS = budgets(quick=Budget(epochs=1), full=Budget(epochs=1), smoke=SMOKE)
 
 
 def dilated_stack(dilations: list[int], channels: int = 1) -> nn.Sequential:
@@ -178,6 +179,13 @@ def _zoo(ctx: Context, n: dict[str, Any]) -> Any:
     return plot_rf_growth(models, (1, 28, 28), title="receptive field of zoo nets at 28x28")
 
 
+FIGURES = plots(
+    Custom("support", "Pixels whose gradient reaches the centre unit after 1, 2, 3 layers.", _support),
+    Custom("growth", "Receptive field after each layer (cnnkit.analysis.rf_growth).", _growth),
+    Custom("zoo", "Receptive-field growth of three zoo nets on 28x28 inputs (small-input stems).", _zoo),
+)
+
+
 EXPERIMENT = Experiment(
     name="dilation",
     title="Dilated convolutions grow the receptive field exponentially without losing resolution",
@@ -190,14 +198,10 @@ EXPERIMENT = Experiment(
         "reproduced if the analysed fields equal 2^(i+1) - 1 (dilated) and 2i + 1 (standard) for every "
         "layer, agree with autograd's support, and the output keeps the input size; partly if some hold."
     ),
-    budgets=budgets(quick=Budget(epochs=1), full=Budget(epochs=1), smoke=SMOKE),
+    budgets=BUDGETS,
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=plots(
-        Custom("support", "Pixels whose gradient reaches the centre unit after 1, 2, 3 layers.", _support),
-        Custom("growth", "Receptive field after each layer (cnnkit.analysis.rf_growth).", _growth),
-        Custom("zoo", "Receptive-field growth of three zoo nets on 28x28 inputs (small-input stems).", _zoo),
-    ),
+    figures=FIGURES,
     notes="No training: the budget does not change this experiment.",
 )

@@ -32,6 +32,10 @@ ARMS = (
         label="ShuffleNet g3 0.25",
     ),
 )
+BUDGETS = budgets(
+    quick=Budget(epochs=3, train_subset=3000, test_subset=2000, seeds=1, batch_size=128),
+    full=Budget(epochs=15, seeds=1, batch_size=128),
+)
 
 
 def measure(ctx: Context) -> dict[str, Any]:
@@ -123,6 +127,12 @@ def _saliency(ctx: Context, n: dict[str, Any]) -> Any:
     return fig
 
 
+FIGURES = plots(
+    Custom("accuracy", "Test top-1 of each member and of the averaged-softmax fusion.", _accuracy),
+    Custom("saliency", "Where each member looks: saliency maps of the same test images.", _saliency),
+)
+
+
 EXPERIMENT = Experiment(
     name="ensemble",
     title="An ensemble of diverse nets beats each member",
@@ -135,16 +145,10 @@ EXPERIMENT = Experiment(
         "Seed-0 run of each member, fused by averaging softmaxes on the same test images: reproduced if the "
         "fusion's top-1 beats the best member's; partly if it only beats the average member; else not."
     ),
-    budgets=budgets(
-        quick=Budget(epochs=3, train_subset=3000, test_subset=2000, seeds=1, batch_size=128),
-        full=Budget(epochs=15, seeds=1, batch_size=128),
-    ),
+    budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=plots(
-        Custom("accuracy", "Test top-1 of each member and of the averaged-softmax fusion.", _accuracy),
-        Custom("saliency", "Where each member looks: saliency maps of the same test images.", _saliency),
-    ),
+    figures=FIGURES,
 )

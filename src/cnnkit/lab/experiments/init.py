@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from cnnkit.lab.common import arm_table, budgets, load_test_split, measure_arms, pct
+from cnnkit.lab.common import arm_table, budgets, by_arm, load_test_split, measure_arms, pct
 from cnnkit.lab.figures import Accuracy, Curves, Custom, plots
 from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
 
@@ -38,6 +38,10 @@ ARMS = (
     Arm("normal", "resnet20", {**_NET, "init": "normal"}, label="N(0, 0.01^2)"),
     Arm("xavier", "resnet20", {**_NET, "init": "xavier_normal"}, label="Xavier normal"),
     Arm("kaiming", "resnet20", {**_NET, "init": "kaiming_normal"}, label="Kaiming normal"),
+)
+BUDGETS = budgets(
+    quick=Budget(epochs=3, train_subset=2000, test_subset=1000, seeds=1, batch_size=64),
+    full=Budget(epochs=15, seeds=2, batch_size=128),
 )
 
 # (label, activation, init scheme, options) for the statistics at initialisation
@@ -116,7 +120,7 @@ def measure(ctx: Context) -> dict[str, Any]:
 
 def judge(n: dict[str, Any]) -> Verdict:
     s, arms, chance = n["init_stats"], n["arms"], n["chance"]
-    acc = {k: v["test_top1_mean"] for k, v in arms.items()}
+    acc = by_arm(arms, "test_top1_mean")
     small, large = s["tanh, N(0, 0.01^2)"], s["tanh, N(0, 1)"]
     xav_t, xav_r, kai = s["tanh, Xavier"], s["relu, Xavier"], s["relu, Kaiming"]
     known = all(v == v for v in acc.values())
@@ -219,6 +223,26 @@ def _scales(ctx: Context, n: dict[str, Any]) -> Any:
     return plot_layer_scales({k: v["stats"] for k, v in n["_stats"].items()})
 
 
+FIGURES = plots(
+    Custom(
+        "histograms",
+        "Histograms of each layer's activations at initialisation, first to last layer (the lecture's "
+        "slides): small std collapses, large std saturates tanh, Xavier suits tanh and Kaiming ReLU.",
+        _histograms,
+    ),
+    Custom(
+        "scales",
+        "Std of the activations and of the loss gradient with respect to them, layer by layer.",
+        _scales,
+    ),
+    Curves(
+        "Training error (thin) and test error (bold) by epoch for each --init scheme.",
+        panels=(("training with each init", None),),
+    ),
+    Accuracy("Test top-1 after training with each scheme.", title="accuracy after training", zoom=False),
+)
+
+
 EXPERIMENT = Experiment(
     name="init",
     title="Bad initialisation kills activations layer by layer",
@@ -232,32 +256,12 @@ EXPERIMENT = Experiment(
         "Six checks, each a stated threshold on the measured numbers (see below); all hold: "
         "reproduced; none: not reproduced; otherwise partly."
     ),
-    budgets=budgets(
-        quick=Budget(epochs=3, train_subset=2000, test_subset=1000, seeds=1, batch_size=64),
-        full=Budget(epochs=15, seeds=2, batch_size=128),
-    ),
+    budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=plots(
-        Custom(
-            "histograms",
-            "Histograms of each layer's activations at initialisation, first to last layer (the lecture's "
-            "slides): small std collapses, large std saturates tanh, Xavier suits tanh and Kaiming ReLU.",
-            _histograms,
-        ),
-        Custom(
-            "scales",
-            "Std of the activations and of the loss gradient with respect to them, layer by layer.",
-            _scales,
-        ),
-        Curves(
-            "Training error (thin) and test error (bold) by epoch for each --init scheme.",
-            panels=(("training with each init", None),),
-        ),
-        Accuracy("Test top-1 after training with each scheme.", title="accuracy after training", zoom=False),
-    ),
+    figures=FIGURES,
     notes=(
         "The trainer's --init takes a scheme name only, so the large-std and same-value schemes appear in "
         "the statistics at initialisation, not in training. The net has no normalisation layers on purpose: "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import arm_table, budgets, measure_arms, pct
+from cnnkit.lab.common import arm_table, budgets, by_arm, measure_arms, pct
 from cnnkit.lab.figures import Accuracy, Curves, plots
 from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
 
@@ -38,11 +38,15 @@ ARMS = (
         label="group, batch 2",
     ),
 )
+BUDGETS = budgets(
+    quick=Budget(epochs=2, train_subset=2000, test_subset=1000, seeds=1),
+    full=Budget(epochs=10, train_subset=20000, seeds=2),
+)
 
 
 def measure(ctx: Context) -> dict[str, Any]:
     arms = measure_arms(ctx)
-    acc = {k: v["test_top1_mean"] for k, v in arms.items()}
+    acc = by_arm(arms, "test_top1_mean")
     return {
         "arms": arms,
         "top1": acc,
@@ -88,6 +92,17 @@ def tables(n: dict[str, Any]) -> list[Table]:
     ]
 
 
+FIGURES = plots(
+    Curves(
+        panels=(
+            (f"each norm at batch {BATCH}", ["none", "batch", "layer", "instance", "group"]),
+            (f"batch {BATCH} vs {SMALL}", ["batch", "batch-b2", "group", "group-b2"]),
+        )
+    ),
+    Accuracy("Test top-1 per norm and batch size."),
+)
+
+
 EXPERIMENT = Experiment(
     name="norm",
     title="Normalisation helps training; batch norm depends on the batch size",
@@ -101,23 +116,12 @@ EXPERIMENT = Experiment(
         "top-1 changes at least 1 point less favourably than group norm's (group norm is the control: both "
         "take the same 32x more, smaller steps). Both: reproduced; one: partly; none: not reproduced."
     ),
-    budgets=budgets(
-        quick=Budget(epochs=2, train_subset=2000, test_subset=1000, seeds=1),
-        full=Budget(epochs=10, train_subset=20000, seeds=2),
-    ),
+    budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=plots(
-        Curves(
-            panels=(
-                (f"each norm at batch {BATCH}", ["none", "batch", "layer", "instance", "group"]),
-                (f"batch {BATCH} vs {SMALL}", ["batch", "batch-b2", "group", "group-b2"]),
-            )
-        ),
-        Accuracy("Test top-1 per norm and batch size."),
-    ),
+    figures=FIGURES,
     notes=(
         "fmnet with its default widths (16-32-64-128 channels); group norm uses Wu & He's 32 groups, fewer "
         "where the channels are fewer (the 16-channel stem gets instance norm). At batch 2 the learning "

@@ -13,7 +13,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import arm_table, budgets, clean_train_top1, mean, measure_arms, pct
+from cnnkit.lab.common import (
+    Column,
+    arm_table,
+    budgets,
+    by_arm,
+    clean_train_top1,
+    label_cell,
+    mean,
+    measure_arms,
+    pct,
+    per_arm_table,
+    top1_cell,
+)
 from cnnkit.lab.figures import Curves, Custom, new_figure, plots
 from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
 
@@ -23,6 +35,10 @@ ARMS = (
     Arm("none", "resnet20", label="no regularisation"),
     Arm("dropout", "resnet20", {"drop": 0.5}, label="dropout 0.5 before the classifier"),
     Arm("drop_path", "resnet20", {"drop_path": 0.2}, label="drop-path, last block 0.2"),
+)
+BUDGETS = budgets(
+    quick=Budget(epochs=15, train_subset=500, test_subset=500, seeds=2, batch_size=50),
+    full=Budget(epochs=60, train_subset=2000, seeds=3, batch_size=64),
 )
 MARGIN = 0.01
 
@@ -34,7 +50,7 @@ def measure(ctx: Context) -> dict[str, Any]:
         n["clean_train_top1"] = train
         n["gap"] = [tr - te for tr, te in zip(train, n["test_top1"], strict=True)]
         n["gap_mean"] = mean(n["gap"])
-    return {"arms": arms, "gap": {k: v["gap_mean"] for k, v in arms.items()}}
+    return {"arms": arms, "gap": by_arm(arms, "gap_mean")}
 
 
 def judge(n: dict[str, Any]) -> Verdict:
@@ -56,16 +72,18 @@ def judge(n: dict[str, Any]) -> Verdict:
 
 
 def tables(n: dict[str, Any]) -> list[Table]:
-    rows = [
-        [v["label"], pct(mean(v["clean_train_top1"])), pct(v["test_top1_mean"]), f"{100 * v['gap_mean']:.2f}"]
-        for v in n["arms"].values()
+    columns: list[Column] = [
+        ("arm", label_cell),
+        ("train top-1 (clean)", lambda _, v: pct(mean(v["clean_train_top1"]))),
+        ("test top-1", top1_cell),
+        ("gap (points)", lambda _, v: f"{100 * v['gap_mean']:.2f}"),
     ]
     return [
         arm_table(n["arms"]),
-        Table(
+        per_arm_table(
             "Overfitting: clean training accuracy, test accuracy and their gap (means over seeds)",
-            ["arm", "train top-1 (clean)", "test top-1", "gap (points)"],
-            rows,
+            n["arms"],
+            columns,
         ),
     ]
 
@@ -88,6 +106,12 @@ def _gap(ctx: Context, n: dict[str, Any]) -> Any:
     return fig
 
 
+FIGURES = plots(
+    Custom("gap", "Clean training accuracy beside test accuracy: the gap is the overfitting.", _gap),
+    Curves("Training error (thin; running, with dropout active) and test error (bold) by epoch."),
+)
+
+
 EXPERIMENT = Experiment(
     name="regularise",
     title="Dropout and drop-path fight overfitting",
@@ -100,17 +124,11 @@ EXPERIMENT = Experiment(
         "Per regulariser: its mean train-test gap (clean training top-1 minus test top-1) is at least 1 "
         "point below the unregularised net's. Both: reproduced; one: partly; none: not reproduced."
     ),
-    budgets=budgets(
-        quick=Budget(epochs=15, train_subset=500, test_subset=500, seeds=2, batch_size=50),
-        full=Budget(epochs=60, train_subset=2000, seeds=3, batch_size=64),
-    ),
+    budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=plots(
-        Custom("gap", "Clean training accuracy beside test accuracy: the gap is the overfitting.", _gap),
-        Curves("Training error (thin; running, with dropout active) and test error (bold) by epoch."),
-    ),
+    figures=FIGURES,
     notes="A small training subset is the point: it makes the unregularised net overfit within the budget.",
 )

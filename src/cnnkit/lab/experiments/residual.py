@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import arm_table, budgets, measure_arms, pct
+from cnnkit.lab.common import arm_table, budgets, by_arm, measure_arms, pct
 from cnnkit.lab.figures import Curves, plots
 from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
 
@@ -25,18 +25,31 @@ ARMS = (
     Arm("resnet20", "resnet20", label="ResNet-20"),
     Arm("resnet56", "resnet56", label="ResNet-56"),
 )
+BUDGETS = budgets(
+    # a warmup epoch for every arm: He et al. warm ResNet-110 up at lr 0.01, as 0.1 is "too large
+    # to start converging"; without it ResNet-56 diverges in the first epoch at batch 64
+    quick=Budget(
+        epochs=4,
+        train_subset=1500,
+        test_subset=1000,
+        seeds=1,
+        batch_size=64,
+        overrides={"lr": 0.05, "warmup_epochs": 1.0},
+    ),
+    full=Budget(epochs=30, seeds=2, batch_size=128, overrides={"warmup_epochs": 1.0}),
+)
 MARGIN = 0.01  # one point of training error
 
 
 def measure(ctx: Context) -> dict[str, Any]:
     arms = measure_arms(ctx)
-    err = {k: v["train_err_mean"] for k, v in arms.items()}
+    err = by_arm(arms, "train_err_mean")
     return {
         "arms": arms,
         "train_err": err,
         "plain_gap": err["plain56"] - err["plain20"],  # > 0: the deeper plain net trains worse
         "residual_gap": err["resnet56"] - err["resnet20"],
-        "test_top1": {k: v["test_top1_mean"] for k, v in arms.items()},
+        "test_top1": by_arm(arms, "test_top1_mean"),
     }
 
 
@@ -82,6 +95,15 @@ def tables(n: dict[str, Any]) -> list[Table]:
     ]
 
 
+FIGURES = plots(
+    Curves(
+        "As the lecture's fig. 4: training error (thin) and test error (bold) by epoch; left plain, "
+        "right residual.",
+        panels=(("plain nets", ["plain20", "plain56"]), ("ResNets", ["resnet20", "resnet56"])),
+    )
+)
+
+
 EXPERIMENT = Experiment(
     name="residual",
     title="Deeper plain nets train worse; residual nets do not",
@@ -95,30 +117,12 @@ EXPERIMENT = Experiment(
         "Check 2: ResNet-56 <= ResNet-20 + 1 point and the residual gap is at least 1 point below the "
         "plain gap. Both: reproduced; one: partly; none: not reproduced."
     ),
-    budgets=budgets(
-        # a warmup epoch for every arm: He et al. warm ResNet-110 up at lr 0.01, as 0.1 is "too large
-        # to start converging"; without it ResNet-56 diverges in the first epoch at batch 64
-        quick=Budget(
-            epochs=4,
-            train_subset=1500,
-            test_subset=1000,
-            seeds=1,
-            batch_size=64,
-            overrides={"lr": 0.05, "warmup_epochs": 1.0},
-        ),
-        full=Budget(epochs=30, seeds=2, batch_size=128, overrides={"warmup_epochs": 1.0}),
-    ),
+    budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=plots(
-        Curves(
-            "As the lecture's fig. 4: training error (thin) and test error (bold) by epoch; left plain, "
-            "right residual.",
-            panels=(("plain nets", ["plain20", "plain56"]), ("ResNets", ["resnet20", "resnet56"])),
-        )
-    ),
+    figures=FIGURES,
     notes=(
         "CIFAR-style ResNet-20/56 (16-32-64 channels, option-A shortcuts) stand in for the lecture's "
         "ImageNet 18/34-layer nets; with few epochs the curves show early training, where the "

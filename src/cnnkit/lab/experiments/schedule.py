@@ -63,6 +63,10 @@ ARMS = (
         label=f"cosine, lr {HIGH_LR:g}, warmup",
     ),
 )
+BUDGETS = budgets(
+    quick=Budget(epochs=5, train_subset=2000, test_subset=1000, seeds=2, batch_size=64),
+    full=Budget(epochs=30, seeds=2, batch_size=128),
+)
 
 
 def measure(ctx: Context) -> dict[str, Any]:
@@ -174,6 +178,24 @@ def _sweep(ctx: Context, n: dict[str, Any]) -> Any:
     return fig
 
 
+FIGURES = plots(
+    Custom("schedules", "The learning rate at every optimiser step, as the trainer stepped it.", _five),
+    Custom(
+        "schedules_all",
+        "Every arm's learning rate, including the magnitude sweep and the high-rate warmup pair.",
+        _all,
+    ),
+    Curves(
+        panels=(
+            ("schedules at lr 0.1", SCHEDULE_ARMS),
+            ("peak learning rate", list(SWEEP)),
+            (f"lr {HIGH_LR:g}: warmup or not", ["high_lr", "high_lr_warmup"]),
+        )
+    ),
+    Custom("sweep", "Test top-1 against the peak learning rate.", _sweep),
+)
+
+
 EXPERIMENT = Experiment(
     name="schedule",
     title="The learning rate's magnitude matters most; decay and warmup help",
@@ -187,29 +209,11 @@ EXPERIMENT = Experiment(
         "spread over peak rates exceeds the spread over schedules; the decaying schedules' mean beats "
         "constant; warmup beats no warmup at lr 0.8. All: reproduced; none: not reproduced; else partly."
     ),
-    budgets=budgets(
-        quick=Budget(epochs=5, train_subset=2000, test_subset=1000, seeds=2, batch_size=64),
-        full=Budget(epochs=30, seeds=2, batch_size=128),
-    ),
+    budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=plots(
-        Custom("schedules", "The learning rate at every optimiser step, as the trainer stepped it.", _five),
-        Custom(
-            "schedules_all",
-            "Every arm's learning rate, including the magnitude sweep and the high-rate warmup pair.",
-            _all,
-        ),
-        Curves(
-            panels=(
-                ("schedules at lr 0.1", SCHEDULE_ARMS),
-                ("peak learning rate", list(SWEEP)),
-                (f"lr {HIGH_LR:g}: warmup or not", ["high_lr", "high_lr_warmup"]),
-            )
-        ),
-        Custom("sweep", "Test top-1 against the peak learning rate.", _sweep),
-    ),
+    figures=FIGURES,
     notes="fmnet narrowed to 16-32-64 channels; SGD with Nesterov momentum 0.9 and weight decay 5e-4 throughout.",
 )

@@ -36,6 +36,10 @@ ARMS = (
     Arm("separable", "mobilenet_v1", _WIDTH, label="MobileNet (depthwise separable)"),
     Arm("conv", "mobilenet_v1_conv", _WIDTH, label="Conv MobileNet (full 3x3)"),
 )
+BUDGETS = budgets(
+    quick=Budget(epochs=8, train_subset=3000, test_subset=2000, seeds=2, batch_size=128),
+    full=Budget(epochs=15, seeds=3, batch_size=128),
+)
 
 
 def lecture_layer_cost() -> dict[str, int]:
@@ -100,7 +104,7 @@ def tables(n: dict[str, Any]) -> list[Table]:
         cost_table(
             "Cost and accuracy (mult-adds per image at the data's resolution)",
             n["arms"],
-            extra=[("train img/s (measured)", lambda v: f"{v['images_per_s']:.0f}")],
+            extra=[("train img/s (measured)", lambda _, v: f"{v['images_per_s']:.0f}")],
         ),
         Table(
             "The lecture's layer (M = N = 128, D_K = 3, D_F = 64), counted by cnnkit.analysis",
@@ -182,6 +186,24 @@ def _classes(run: Any) -> list[str]:
     return list(meta.get("classes") or [str(i) for i in range(int(meta["num_classes"]))])
 
 
+FIGURES = plots(
+    Curves("Training error (thin) and test top-1 error (bold) by epoch, mean over seeds."),
+    Accuracy("Test top-1 of each net; each dot is one seed.", title="accuracy (dots: seeds)"),
+    Custom("cost", "Mult-adds per image, traced by cnnkit.analysis.", _cost),
+    Custom(
+        "filters",
+        "First-layer filters of the trained MobileNet (seed 0), each scaled to [0, 1] (Zeiler & Fergus).",
+        _filters,
+    ),
+    Custom(
+        "feature_maps",
+        f"Feature maps of the first test image after {FEATURE_LAYER} (the first depthwise separable block).",
+        _feature_maps,
+    ),
+    Custom("saliency", "Saliency |d score / d pixel| of the predicted class (Simonyan et al.).", _saliency),
+)
+
+
 EXPERIMENT = Experiment(
     name="separable",
     title="Depthwise separable convolutions: 8-9x fewer mult-adds for about 1% accuracy",
@@ -195,32 +217,12 @@ EXPERIMENT = Experiment(
         "reproduced if the measured mult-add ratio Conv MobileNet / MobileNet lies in [7, 10] and the "
         "mean top-1 cost of the separable net (paired by seed) is at most 2 points; partly if one holds."
     ),
-    budgets=budgets(
-        quick=Budget(epochs=8, train_subset=3000, test_subset=2000, seeds=2, batch_size=128),
-        full=Budget(epochs=15, seeds=3, batch_size=128),
-    ),
+    budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=plots(
-        Curves("Training error (thin) and test top-1 error (bold) by epoch, mean over seeds."),
-        Accuracy("Test top-1 of each net; each dot is one seed.", title="accuracy (dots: seeds)"),
-        Custom("cost", "Mult-adds per image, traced by cnnkit.analysis.", _cost),
-        Custom(
-            "filters",
-            "First-layer filters of the trained MobileNet (seed 0), each scaled to [0, 1] (Zeiler & Fergus).",
-            _filters,
-        ),
-        Custom(
-            "feature_maps",
-            f"Feature maps of the first test image after {FEATURE_LAYER} (the first depthwise separable block).",
-            _feature_maps,
-        ),
-        Custom(
-            "saliency", "Saliency |d score / d pixel| of the predicted class (Simonyan et al.).", _saliency
-        ),
-    ),
+    figures=FIGURES,
     notes=(
         "Both nets use width multiplier 0.25 and the stride-1 small-input stem at 28x28, so the ratio "
         "differs a little from ImageNet's (the stem and classifier weigh more at this size). Measured "

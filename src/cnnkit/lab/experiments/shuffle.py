@@ -29,6 +29,18 @@ ARMS = (
         label="g=3, no shuffle",
     ),
 )
+BUDGETS = budgets(
+    # a warm-up epoch and a lower peak: at lr 0.1 from step 1 ShuffleNet's loss jumped to ~10
+    quick=Budget(
+        epochs=6,
+        train_subset=2500,
+        test_subset=2000,
+        seeds=3,
+        batch_size=128,
+        overrides={"warmup_epochs": 1.0, "lr": 0.05},
+    ),
+    full=Budget(epochs=20, seeds=3, batch_size=128),
+)
 
 
 def measure(ctx: Context) -> dict[str, Any]:
@@ -71,6 +83,9 @@ def tables(n: dict[str, Any]) -> list[Table]:
     ]
 
 
+FIGURES = plots(Accuracy("Test top-1 with and without channel shuffle; dots are seeds."), Curves())
+
+
 EXPERIMENT = Experiment(
     name="shuffle",
     title="Channel shuffle repairs grouped convolutions",
@@ -85,22 +100,11 @@ EXPERIMENT = Experiment(
         "standard error (at least two seeds); partly if positive but within the noise or from one seed; "
         "not reproduced if not positive."
     ),
-    budgets=budgets(
-        # a warm-up epoch and a lower peak: at lr 0.1 from step 1 ShuffleNet's loss jumped to ~10
-        quick=Budget(
-            epochs=6,
-            train_subset=2500,
-            test_subset=2000,
-            seeds=3,
-            batch_size=128,
-            overrides={"warmup_epochs": 1.0, "lr": 0.05},
-        ),
-        full=Budget(epochs=20, seeds=3, batch_size=128),
-    ),
+    budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=plots(Accuracy("Test top-1 with and without channel shuffle; dots are seeds."), Curves()),
+    figures=FIGURES,
     notes="ShuffleNet 0.25x (g = 3) with the small-input stem; parameters and mult-adds are identical in both arms.",
 )

@@ -23,6 +23,10 @@ ARMS = (
     Arm("wide", "fmnet", label="wide + shallow: fmnet (7 conv layers)"),
     Arm("deep", "resnet20", label="deep + thin: ResNet-20 (19 conv layers)"),
 )
+BUDGETS = budgets(
+    quick=Budget(epochs=3, train_subset=3000, test_subset=2000, seeds=2, batch_size=128),
+    full=Budget(epochs=20, seeds=2, batch_size=128),
+)
 SIMILAR = 0.25  # parameter counts within 25% of each other count as "similar"
 
 
@@ -60,8 +64,8 @@ def judge(n: dict[str, Any]) -> Verdict:
 
 def tables(n: dict[str, Any]) -> list[Table]:
     extra = [
-        ("train s", lambda v: f"{v['train_seconds_mean']:.1f}"),
-        ("train img/s", lambda v: f"{v['images_per_s']:.0f}"),
+        ("train s", lambda _, v: f"{v['train_seconds_mean']:.1f}"),
+        ("train img/s", lambda _, v: f"{v['images_per_s']:.0f}"),
     ]
     return [cost_table("Wide vs deep", n["arms"], digits=1, extra=extra), arm_table(n["arms"])]
 
@@ -84,6 +88,12 @@ def _time(ctx: Context, n: dict[str, Any]) -> Any:
     return fig
 
 
+FIGURES = plots(
+    Custom("time", "Accuracy against training time: up and left is better.", _time),
+    Curves(),
+)
+
+
 EXPERIMENT = Experiment(
     name="wide",
     title="Wide beats deep per unit of time",
@@ -97,18 +107,12 @@ EXPERIMENT = Experiment(
         "is at least the deep net's minus 0.5 points. Check 2: it trains in less time. Both: reproduced; "
         "one: partly; none: not reproduced."
     ),
-    budgets=budgets(
-        quick=Budget(epochs=3, train_subset=3000, test_subset=2000, seeds=2, batch_size=128),
-        full=Budget(epochs=20, seeds=2, batch_size=128),
-    ),
+    budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
     judge=judge,
     tables=tables,
-    figures=plots(
-        Custom("time", "Accuracy against training time: up and left is better.", _time),
-        Curves(),
-    ),
+    figures=FIGURES,
     notes=(
         "The zoo's CIFAR ResNet builders fix their widths and its wide ResNets (WRN-16-4: 2.7M parameters) "
         "have no thin ResNet of similar size, so fmnet (a wide, shallow plain net) stands in for the wide "
