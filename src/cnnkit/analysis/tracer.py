@@ -21,10 +21,10 @@ Mult-adds count the multiply-accumulates of convolutions (ordinary, grouped,
 depthwise, dilated and transposed), linear layers, matrix products (``matmul``,
 ``bmm``, ``einsum``) and attention, with the formulas of
 :mod:`torch.utils.flop_counter` halved (it counts FLOPs = 2 x mult-adds). They are
-written out here because importing that module loads triton (~80 MB, ~0.3 s); the
-tests check them against flop_counter's own functions and against brute-force counts
-of reference implementations. A transposed convolution is
-counted from its *input*: each input element meets every weight of its group once,
+written out (in :mod:`cnnkit.analysis.op_math`) because importing that module loads
+triton (~80 MB, ~0.3 s); the tests check them against flop_counter's own functions
+and against brute-force counts of reference implementations. A transposed
+convolution is counted from its *input*: each input element meets every weight of its group once,
 ``N * H_in * W_in * C_in * C_out / groups * k_h * k_w``, which is what its
 scatter-and-add reference does (tools that count it like a convolution from the
 output size report ``stride^2`` times too many). Bias additions are not counted.
@@ -33,7 +33,7 @@ movement count zero mult-adds by rule: batch norm folds into the neighbouring
 convolution at inference, and the papers (VGG, MobileNet, ResNet) and torchvision's
 ``_ops`` metadata count only the products above. Calls with no rule here run for
 real (on ``meta`` tensors) under a :class:`~torch.utils._python_dispatch.TorchDispatchMode`
-that counts their ATen operations (with the formulas below, then
+that counts their ATen operations (with the same formulas, then
 ``torch.utils.flop_counter``'s registry); an ATen operation neither counted nor
 known to be free marks the layer as *unknown*, never as zero.
 
