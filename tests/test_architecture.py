@@ -12,6 +12,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "cnnkit"
 
 # docs/architecture.md, lowest first; a package may import its own layer's and the layers below
 LAYERS = [
+    {"_lazy"},  # the lazy-attribute helper of the packages' __init__ (no cnnkit import)
     {"layers", "data"},
     {"models"},
     {"run"},

@@ -6,8 +6,7 @@ first use of the names below (PEP 562 module ``__getattr__``).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cnnkit._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -26,10 +25,7 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -14,8 +14,9 @@ formulas (:mod:`~cnnkit.analysis.op_math`), :mod:`~cnnkit.analysis.rf` (receptiv
 fields), :mod:`~cnnkit.analysis.plot` and :mod:`~cnnkit.analysis.cli_support`.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cnnkit._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from cnnkit.analysis.meta import build_on_meta
@@ -50,7 +51,4 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        return getattr(importlib.import_module(f"cnnkit.analysis.{_HOME[name]}"), name)
-    raise AttributeError(f"module 'cnnkit.analysis' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _HOME)

@@ -8,8 +8,9 @@ inference-mode batch norm into the convolutions, :func:`export` writes TorchScri
 and reads no file.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cnnkit._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from cnnkit.deploy.decompose import (
@@ -74,14 +75,11 @@ _HOME = {
     "foldable_pairs": "fuse",
     "fuse_bn": "fuse",
     "load_exported": "export",
-    "load_run": "runs",
+    "load_run": "cnnkit.run",
     "measure_latency": "latency",
     "plan_decomposition": "decompose",
     "recalibrate_bn": "runs",
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        return getattr(importlib.import_module(f"cnnkit.deploy.{_HOME[name]}"), name)
-    raise AttributeError(f"module 'cnnkit.deploy' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _HOME)

@@ -18,8 +18,7 @@ neither matplotlib nor the model zoo.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cnnkit._lazy import lazy_getattr
 
 # name -> submodule; loaded on first use (PEP 562) so that `cnnkit --help` does not import torch
 _EXPORTS = {
@@ -40,7 +39,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'cnnkit.viz' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"cnnkit.viz.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
