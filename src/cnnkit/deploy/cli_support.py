@@ -30,23 +30,10 @@ def decompose_command(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    passed = "rank energy mult_adds finetune_epochs output dataset data_dir train_subset test_subset".split()
+    passed += ["lr", "batch_size", "recalibrate", "seed"]
     report = decompose_run(
-        args.run_dir,
-        args.method,
-        rank=args.rank,
-        energy=args.energy,
-        mult_adds=args.mult_adds,
-        finetune_epochs=args.finetune_epochs,
-        output=args.output,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        train_subset=args.train_subset,
-        test_subset=args.test_subset,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        recalibrate=args.recalibrate,
-        latency=not args.no_latency,
-        seed=args.seed,
+        args.run_dir, args.method, latency=not args.no_latency, **{k: getattr(args, k) for k in passed}
     )
     print(json.dumps(report, indent=2) if args.format == "json" else render_markdown(report), end="")
     return 0
