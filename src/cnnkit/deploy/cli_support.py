@@ -30,8 +30,8 @@ def decompose_command(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    passed = "rank energy mult_adds finetune_epochs output dataset data_dir train_subset test_subset".split()
-    passed += ["lr", "batch_size", "recalibrate", "seed"]
+    passed: tuple[str, ...] = ("rank", "energy", "mult_adds", "finetune_epochs", "output", "dataset")
+    passed += ("data_dir", "train_subset", "test_subset", "lr", "batch_size", "recalibrate", "seed")
     report = decompose_run(
         args.run_dir, args.method, latency=not args.no_latency, **{k: getattr(args, k) for k in passed}
     )
