@@ -9,7 +9,7 @@ import pytest
 
 from cnnkit.lab.experiments import EXPERIMENTS, get_experiment
 from cnnkit.lab.runner import arm_config
-from cnnkit.lab.spec import BUDGETS, Arm, Budget, Verdict, combine
+from cnnkit.lab.spec import BUDGETS, Arm, Budget, Experiment, Verdict, combine
 from cnnkit.train.config import validate_config
 
 ISSUE_LIST = {
@@ -59,3 +59,12 @@ def test_arms_and_budgets_validate() -> None:
     assert get_experiment("dilation").title.startswith("Dilated")
     with pytest.raises(ValueError, match="did you mean residual"):
         get_experiment("residul")
+
+
+def test_experiment_texts_are_paragraphs_with_white_space_folded() -> None:
+    exp = get_experiment("dilation")
+    folded = Experiment(**{**exp.__dict__, "claim": "\n    one\n    two  three\n", "notes": " a\tb "})
+    assert (folded.claim, folded.notes) == ("one two three", "a b")
+    for e in EXPERIMENTS.values():
+        for text in (e.title, e.claim, e.slide, e.rule, e.notes):
+            assert text == " ".join(text.split())

@@ -27,8 +27,10 @@ __all__ = [
     "arm_table",
     "budgets",
     "by_arm",
+    "clean_gap",
     "clean_train_top1",
     "cost_table",
+    "gap_cell",
     "label_cell",
     "load_test_split",
     "load_train_split",
@@ -135,6 +137,11 @@ def label_cell(arm: str, v: Mapping[str, Any]) -> Any:
 
 def top1_cell(arm: str, v: Mapping[str, Any]) -> str:
     return pct(v["test_top1_mean"])
+
+
+def gap_cell(arm: str, v: Mapping[str, Any]) -> str:
+    """The mean train-test gap of :func:`clean_gap` (``gap_mean``), in points."""
+    return f"{100 * v['gap_mean']:.2f}"
 
 
 def _count(x: int | None) -> str:
@@ -317,6 +324,13 @@ def clean_train_top1(ctx: Context, run: ArmRun) -> float:
     model, m, s = load_model(run)
     x, y = load_train_split(ctx, run)
     return float(evaluate(model, x, y, m, s, batch_size=500)["top1"])
+
+
+def clean_gap(ctx: Context, arm: str, test_top1: Sequence[float]) -> tuple[list[float], list[float]]:
+    """The clean training top-1 (:func:`clean_train_top1`) of every finished seed of ``arm``, and
+    each seed's gap to its test top-1 (training minus test: the overfitting)."""
+    train = [clean_train_top1(ctx, r) for r in ctx.ok_runs(arm)]
+    return train, [tr - te for tr, te in zip(train, test_top1, strict=True)]
 
 
 def paired_verdict(diff: Mapping[str, float], what: str) -> Verdict:

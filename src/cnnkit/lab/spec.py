@@ -192,7 +192,11 @@ Tables = Callable[[dict[str, Any]], list[Table]]
 
 @dataclass(frozen=True)
 class Experiment:
-    """A claim of the lecture and how to test it; see the module docstring."""
+    """A claim of the lecture and how to test it; see the module docstring.
+
+    The texts (``title``, ``claim``, ``slide``, ``rule``, ``notes``) are one paragraph each: they
+    may be written over several lines, and every run of white space folds to one space.
+    """
 
     name: str
     title: str
@@ -210,6 +214,8 @@ class Experiment:
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ValueError(f"experiment name {self.name!r} must be lower-case letters, digits, '_', '-'")
+        for text in ("title", "claim", "slide", "rule", "notes"):
+            object.__setattr__(self, text, " ".join(getattr(self, text).split()))
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise ValueError(f"experiment {self.name}: arm names repeat ({names})")

@@ -124,24 +124,25 @@ FIGURES = plots(
 EXPERIMENT = Experiment(
     name="activation",
     title="Saturating activations train slowly",
-    claim=(
-        "Sigmoid and tanh saturate (their gradient vanishes for large |z|), so they train slower than "
-        "ReLU, LeakyReLU, PReLU, SoftPlus, Swish and GELU."
-    ),
+    claim="""
+        Sigmoid and tanh saturate (their gradient vanishes for large |z|), so they train slower than
+        ReLU, LeakyReLU, PReLU, SoftPlus, Swish and GELU.
+    """,
     slide="Activation Functions",
-    rule=(
-        "Per saturating activation: its mean training loss over the epochs exceeds the median of the eight "
-        "non-saturating ones. Both: reproduced; one: partly; none: not reproduced."
-    ),
+    rule="""
+        Per saturating activation: its mean training loss over the epochs exceeds the median of the
+        eight non-saturating ones. Both: reproduced; one: partly; none: not reproduced.
+    """,
     budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
     judge=judge,
     tables=tables,
     figures=FIGURES,
-    notes=(
-        "fmnet narrowed to 16-32-64 channels, with its batch norm, SGD at lr 0.05. A first version without "
-        "normalisation left every activation at chance (mean loss 2.30 = ln 10) within the quick budget: "
-        "torch's default initialisation shrinks the signal through the layers whatever the activation."
-    ),
+    notes="""
+        fmnet narrowed to 16-32-64 channels, with its batch norm, SGD at lr 0.05. A first version
+        without normalisation left every activation at chance (mean loss 2.30 = ln 10) within the
+        quick budget: torch's default initialisation shrinks the signal through the layers whatever
+        the activation.
+    """,
 )

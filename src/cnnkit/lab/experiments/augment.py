@@ -18,7 +18,8 @@ from cnnkit.lab.common import (
     Column,
     arm_table,
     budgets,
-    clean_train_top1,
+    clean_gap,
+    gap_cell,
     label_cell,
     load_test_split,
     mean,
@@ -51,8 +52,8 @@ AUGMENTED = ("crop_flip", "cutout", "mixup", "cutmix")
 def measure(ctx: Context) -> dict[str, Any]:
     arms = measure_arms(ctx)
     for name, n in arms.items():
-        train = [clean_train_top1(ctx, r) for r in ctx.ok_runs(name)]
-        n["gap_mean"] = mean([tr - te for tr, te in zip(train, n["test_top1"], strict=True)])
+        _, gap = clean_gap(ctx, name, n["test_top1"])
+        n["gap_mean"] = mean(gap)
     gains = {k: paired_difference(arms[k]["test_top1"], arms["none"]["test_top1"]) for k in AUGMENTED}
     return {"arms": arms, "gain": gains}
 
@@ -80,7 +81,7 @@ def tables(n: dict[str, Any]) -> list[Table]:
         ("augmentation", label_cell),
         ("test top-1", top1_cell),
         ("gain (points)", lambda k, _: "-" if k == "none" else f"{100 * n['gain'][k]['mean']:+.2f}"),
-        ("train-test gap (points)", lambda _, v: f"{100 * v['gap_mean']:.2f}"),
+        ("train-test gap (points)", gap_cell),
     ]
     return [
         arm_table(n["arms"]),
@@ -128,18 +129,19 @@ EXPERIMENT = Experiment(
     title="Augmentation fights overfitting on small data",
     claim="Deep nets are data hungry and overfit easily; crops, flips, cutout, mixup and cutmix augment the data.",
     slide="Data Augmentation: Crop, Cutout, Mixup",
-    rule=(
-        "Per augmentation: mean test top-1 gain over no augmentation (paired by seed) above 0. All four: "
-        "reproduced; none: not reproduced; otherwise partly."
-    ),
+    rule="""
+        Per augmentation: mean test top-1 gain over no augmentation (paired by seed) above 0. All
+        four: reproduced; none: not reproduced; otherwise partly.
+    """,
     budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
     judge=judge,
     tables=tables,
     figures=FIGURES,
-    notes=(
-        "fmnet narrowed to 16-32-64 channels. Horizontal flips suit Fashion-MNIST's clothes; on digits "
-        "(mnist) they would not. Mixup and cutmix usually need longer training than this budget to pay off."
-    ),
+    notes="""
+        fmnet narrowed to 16-32-64 channels. Horizontal flips suit Fashion-MNIST's clothes; on digits
+        (mnist) they would not. Mixup and cutmix usually need longer training than this budget to pay
+        off.
+    """,
 )

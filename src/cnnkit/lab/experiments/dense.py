@@ -112,24 +112,24 @@ FIGURES = plots(Custom("params", "Test error against parameter count: down and l
 EXPERIMENT = Experiment(
     name="dense",
     title="DenseNets are parameter-efficient",
-    claim=(
-        "Each layer of a dense block takes all preceding feature maps as input; DenseNets match ResNets' "
-        "accuracy with far fewer parameters."
-    ),
+    claim="""
+        Each layer of a dense block takes all preceding feature maps as input; DenseNets match
+        ResNets' accuracy with far fewer parameters.
+    """,
     slide="DenseNet: parameter efficient (Huang et al. 2017, fig. 3)",
-    rule=(
-        "Check 1: DenseNet-BC's mean top-1 is within 1 point of (or above) every ResNet with more "
-        "parameters. Check 2: no ResNet with fewer parameters beats it by more than 1 point. Both: "
-        "reproduced; one: partly; none: not reproduced."
-    ),
+    rule="""
+        Check 1: DenseNet-BC's mean top-1 is within 1 point of (or above) every ResNet with more
+        parameters. Check 2: no ResNet with fewer parameters beats it by more than 1 point. Both:
+        reproduced; one: partly; none: not reproduced.
+    """,
     budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
     judge=judge,
     tables=tables,
     figures=FIGURES,
-    notes=(
-        "DenseNet-BC-100 and ResNet-18 use their ImageNet stems on 28x28 inputs (their dense/residual stages "
-        "see 7x7 maps); ResNet-20 is the CIFAR net at full resolution, a small reference point."
-    ),
+    notes="""
+        DenseNet-BC-100 and ResNet-18 use their ImageNet stems on 28x28 inputs (their dense/residual
+        stages see 7x7 maps); ResNet-20 is the CIFAR net at full resolution, a small reference point.
+    """,
 )

@@ -189,15 +189,16 @@ FIGURES = plots(
 EXPERIMENT = Experiment(
     name="dilation",
     title="Dilated convolutions grow the receptive field exponentially without losing resolution",
-    claim=(
-        "F1 = Conv(F0), F2 = DilatedConv(F1, l=2), F3 = DilatedConv(F2, l=4): each unit of F_i sees "
-        "(2^(i+1) - 1)^2 pixels (3x3, 7x7, 15x15), aggregating multi-scale context at full resolution."
-    ),
+    claim="""
+        F1 = Conv(F0), F2 = DilatedConv(F1, l=2), F3 = DilatedConv(F2, l=4): each unit of F_i sees
+        (2^(i+1) - 1)^2 pixels (3x3, 7x7, 15x15), aggregating multi-scale context at full resolution.
+    """,
     slide="Dilated Convolution; Receptive Fields (Yu & Koltun 2016)",
-    rule=(
-        "reproduced if the analysed fields equal 2^(i+1) - 1 (dilated) and 2i + 1 (standard) for every "
-        "layer, agree with autograd's support, and the output keeps the input size; partly if some hold."
-    ),
+    rule="""
+        reproduced if the analysed fields equal 2^(i+1) - 1 (dilated) and 2i + 1 (standard) for every
+        layer, agree with autograd's support, and the output keeps the input size; partly if some
+        hold.
+    """,
     budgets=BUDGETS,
     measure=measure,
     judge=judge,

@@ -136,15 +136,16 @@ FIGURES = plots(
 EXPERIMENT = Experiment(
     name="ensemble",
     title="An ensemble of diverse nets beats each member",
-    claim=(
-        "Fusing diverse architectures beats every member: ILSVRC 2016's winner fused five nets of "
-        "3.52-4.65% top-5 error to 2.92%."
-    ),
+    claim="""
+        Fusing diverse architectures beats every member: ILSVRC 2016's winner fused five nets of
+        3.52-4.65% top-5 error to 2.92%.
+    """,
     slide="Ensemble of Diverse Architecture (Trimps-Soushen, ILSVRC 2016)",
-    rule=(
-        "Seed-0 run of each member, fused by averaging softmaxes on the same test images: reproduced if the "
-        "fusion's top-1 beats the best member's; partly if it only beats the average member; else not."
-    ),
+    rule="""
+        Seed-0 run of each member, fused by averaging softmaxes on the same test images: reproduced if
+        the fusion's top-1 beats the best member's; partly if it only beats the average member; else
+        not.
+    """,
     budgets=BUDGETS,
     arms=ARMS,
     measure=measure,

@@ -18,7 +18,8 @@ from cnnkit.lab.common import (
     arm_table,
     budgets,
     by_arm,
-    clean_train_top1,
+    clean_gap,
+    gap_cell,
     label_cell,
     mean,
     measure_arms,
@@ -46,9 +47,7 @@ MARGIN = 0.01
 def measure(ctx: Context) -> dict[str, Any]:
     arms = measure_arms(ctx)
     for name, n in arms.items():
-        train = [clean_train_top1(ctx, r) for r in ctx.ok_runs(name)]
-        n["clean_train_top1"] = train
-        n["gap"] = [tr - te for tr, te in zip(train, n["test_top1"], strict=True)]
+        n["clean_train_top1"], n["gap"] = clean_gap(ctx, name, n["test_top1"])
         n["gap_mean"] = mean(n["gap"])
     return {"arms": arms, "gap": by_arm(arms, "gap_mean")}
 
@@ -76,7 +75,7 @@ def tables(n: dict[str, Any]) -> list[Table]:
         ("arm", label_cell),
         ("train top-1 (clean)", lambda _, v: pct(mean(v["clean_train_top1"]))),
         ("test top-1", top1_cell),
-        ("gap (points)", lambda _, v: f"{100 * v['gap_mean']:.2f}"),
+        ("gap (points)", gap_cell),
     ]
     return [
         arm_table(n["arms"]),
@@ -115,15 +114,15 @@ FIGURES = plots(
 EXPERIMENT = Experiment(
     name="regularise",
     title="Dropout and drop-path fight overfitting",
-    claim=(
-        "Dropout (random units off, e.g. p = 0.5) and stochastic depth (random residual blocks bypassed, "
-        "drop probability growing linearly with depth) improve generalisation."
-    ),
+    claim="""
+        Dropout (random units off, e.g. p = 0.5) and stochastic depth (random residual blocks
+        bypassed, drop probability growing linearly with depth) improve generalisation.
+    """,
     slide="Drop-out/Drop-path: Dropout; Stochastic Depth (Huang et al. 2016)",
-    rule=(
-        "Per regulariser: its mean train-test gap (clean training top-1 minus test top-1) is at least 1 "
-        "point below the unregularised net's. Both: reproduced; one: partly; none: not reproduced."
-    ),
+    rule="""
+        Per regulariser: its mean train-test gap (clean training top-1 minus test top-1) is at least 1
+        point below the unregularised net's. Both: reproduced; one: partly; none: not reproduced.
+    """,
     budgets=BUDGETS,
     arms=ARMS,
     measure=measure,

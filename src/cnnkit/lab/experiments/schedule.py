@@ -199,16 +199,17 @@ FIGURES = plots(
 EXPERIMENT = Experiment(
     name="schedule",
     title="The learning rate's magnitude matters most; decay and warmup help",
-    claim=(
-        "The learning rate is the most important hyperparameter (try 0.1 ... 0.0001); its decay (step, "
-        "exponential, cosine) matters, and warmup prevents divergence at the start."
-    ),
+    claim="""
+        The learning rate is the most important hyperparameter (try 0.1 ... 0.0001); its decay (step,
+        exponential, cosine) matters, and warmup prevents divergence at the start.
+    """,
     slide="Learning Rates; Step Decay; Exponential Decay; Cosine Scheduler; Warmup",
-    rule=(
-        "Three checks on mean test top-1 (a run stopped by a non-finite loss counts at chance, 10%): the "
-        "spread over peak rates exceeds the spread over schedules; the decaying schedules' mean beats "
-        "constant; warmup beats no warmup at lr 0.8. All: reproduced; none: not reproduced; else partly."
-    ),
+    rule="""
+        Three checks on mean test top-1 (a run stopped by a non-finite loss counts at chance, 10%):
+        the spread over peak rates exceeds the spread over schedules; the decaying schedules' mean
+        beats constant; warmup beats no warmup at lr 0.8. All: reproduced; none: not reproduced; else
+        partly.
+    """,
     budgets=BUDGETS,
     arms=ARMS,
     measure=measure,

@@ -78,24 +78,24 @@ FIGURES = plots(Accuracy("Test top-1 of ResNet-18 and SE-ResNet-18; dots are see
 EXPERIMENT = Experiment(
     name="se",
     title="SE blocks help cheaply",
-    claim=(
-        "A squeeze-and-excitation block is a light-weight channel gate that plugs into residual blocks "
-        "and improves accuracy at a small cost (SENet, ILSVRC 2017)."
-    ),
+    claim="""
+        A squeeze-and-excitation block is a light-weight channel gate that plugs into residual blocks
+        and improves accuracy at a small cost (SENet, ILSVRC 2017).
+    """,
     slide="SENet: SE Block; ILSVRC classification results",
-    rule=(
-        "Cheap: SE adds under 5% parameters and under 2% mult-adds. Helps: the paired mean top-1 gain is "
-        "positive and beyond one standard error (at least two seeds). Cheap and helps: reproduced; cheap "
-        "and a gain within the noise or no gain: partly; not cheap: at most partly."
-    ),
+    rule="""
+        Cheap: SE adds under 5% parameters and under 2% mult-adds. Helps: the paired mean top-1 gain
+        is positive and beyond one standard error (at least two seeds). Cheap and helps: reproduced;
+        cheap and a gain within the noise or no gain: partly; not cheap: at most partly.
+    """,
     budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
     judge=judge,
     tables=tables,
     figures=FIGURES,
-    notes=(
-        "The zoo's SE nets have ImageNet widths; on 28x28 inputs they keep the ImageNet stem (7x7/2 conv "
-        "and max-pool), so the residual stages work on 7x7 and smaller maps."
-    ),
+    notes="""
+        The zoo's SE nets have ImageNet widths; on 28x28 inputs they keep the ImageNet stem (7x7/2
+        conv and max-pool), so the residual stages work on 7x7 and smaller maps.
+    """,
 )

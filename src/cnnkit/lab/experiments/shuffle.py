@@ -89,17 +89,17 @@ FIGURES = plots(Accuracy("Test top-1 with and without channel shuffle; dots are 
 EXPERIMENT = Experiment(
     name="shuffle",
     title="Channel shuffle repairs grouped convolutions",
-    claim=(
-        "With stacked group convolutions each output sees only a fraction of the input channels; "
-        "shuffling the channels between them improves accuracy at the same cost (ShuffleNet table 3)."
-    ),
+    claim="""
+        With stacked group convolutions each output sees only a fraction of the input channels;
+        shuffling the channels between them improves accuracy at the same cost (ShuffleNet table 3).
+    """,
     slide="Shuffled Convolution (ShuffleNet, Zhang et al. 2018)",
-    rule=(
-        "Both arms must train (mean top-1 at least half-way from chance to 100%), else inconclusive. "
-        "Paired by seed: reproduced if the mean top-1 gain of the shuffle is positive and larger than its "
-        "standard error (at least two seeds); partly if positive but within the noise or from one seed; "
-        "not reproduced if not positive."
-    ),
+    rule="""
+        Both arms must train (mean top-1 at least half-way from chance to 100%), else inconclusive.
+        Paired by seed: reproduced if the mean top-1 gain of the shuffle is positive and larger than
+        its standard error (at least two seeds); partly if positive but within the noise or from one
+        seed; not reproduced if not positive.
+    """,
     budgets=BUDGETS,
     arms=ARMS,
     measure=measure,
