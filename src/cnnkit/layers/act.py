@@ -21,7 +21,12 @@ from functools import partial
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "QuickGELU", "Sine", "get_act", "quick_gelu", "sine"]
+__all__ = ["ACTIVATIONS", "ActFactory", "ActLayer", "QuickGELU", "Sine", "get_act", "quick_gelu", "sine"]
+
+# a zero-argument factory of activation modules, what get_act returns
+ActFactory = Callable[[], nn.Module]
+# what an ``act_layer`` argument takes: a name of ACTIVATIONS or a factory
+ActLayer = str | ActFactory
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:

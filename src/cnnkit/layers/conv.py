@@ -32,13 +32,11 @@ Size arithmetic (Dumoulin & Visin 2016, relationships 6 and 12; torch's ``Conv2d
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
-from cnnkit.layers.act import get_act
-from cnnkit.layers.norm import get_norm_layer
+from cnnkit.layers.act import ActLayer, get_act
+from cnnkit.layers.norm import NormLayer, get_norm_layer
 
 __all__ = [
     "DepthwiseConv2d",
@@ -189,7 +187,36 @@ def _check_conv_args(
 # ----------------------------------------------------------------------------- single convolutions
 
 
-class PointwiseConv2d(nn.Conv2d):
+class _CheckedConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that checks its arguments first (the errors name the subclass); ``padding=None``
+    is "same" padding. The base of the single-kernel convolutions below."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair | None = None,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        bias: bool = False,
+    ) -> None:
+        who = type(self).__name__
+        pad = _check_conv_args(who, in_channels, out_channels, kernel_size, stride, padding, dilation, groups)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=pad,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+        )
+
+
+class PointwiseConv2d(_CheckedConv2d):
     """1x1 convolution: a linear map across channels at every pixel.
 
     ``groups > 1`` gives ShuffleNet's pointwise group convolution (Zhang et al. 2018).
@@ -199,11 +226,10 @@ class PointwiseConv2d(nn.Conv2d):
     def __init__(
         self, in_channels: int, out_channels: int, stride: IntPair = 1, groups: int = 1, bias: bool = False
     ) -> None:
-        _check_conv_args("PointwiseConv2d", in_channels, out_channels, 1, stride, 0, 1, groups)
-        super().__init__(in_channels, out_channels, 1, stride=stride, padding=0, groups=groups, bias=bias)
+        super().__init__(in_channels, out_channels, 1, stride, 0, 1, groups, bias)
 
 
-class DepthwiseConv2d(nn.Conv2d):
+class DepthwiseConv2d(_CheckedConv2d):
     """Depthwise convolution: one k x k filter per input channel (Howard et al. 2017, fig. 2b).
 
     A grouped convolution with ``groups = in_channels``. ``depth_multiplier`` filters per
@@ -231,23 +257,11 @@ class DepthwiseConv2d(nn.Conv2d):
                 f"DepthwiseConv2d: in_channels must be an int >= 1; got in_channels={in_channels!r}"
             )
         out_channels = in_channels * depth_multiplier
-        pad = _check_conv_args(
-            "DepthwiseConv2d", in_channels, out_channels, kernel_size, stride, padding, dilation, in_channels
-        )
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=pad,
-            dilation=dilation,
-            groups=in_channels,
-            bias=bias,
-        )
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, in_channels, bias)
         self.depth_multiplier = depth_multiplier
 
 
-class GroupedConv2d(nn.Conv2d):
+class GroupedConv2d(_CheckedConv2d):
     """Grouped convolution (AlexNet's two-GPU split; ResNeXt's cardinality).
 
     The input channels split into ``groups`` groups of ``in_channels / groups``; group
@@ -266,22 +280,10 @@ class GroupedConv2d(nn.Conv2d):
         dilation: IntPair = 1,
         bias: bool = False,
     ) -> None:
-        pad = _check_conv_args(
-            "GroupedConv2d", in_channels, out_channels, kernel_size, stride, padding, dilation, groups
-        )
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=pad,
-            dilation=dilation,
-            groups=groups,
-            bias=bias,
-        )
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
 
 
-class DilatedConv2d(nn.Conv2d):
+class DilatedConv2d(_CheckedConv2d):
     """Dilated (atrous) convolution with the padding that keeps the spatial size at stride 1.
 
     Taps are ``dilation`` pixels apart, so a k x k kernel spans ``dilation (k - 1) + 1``
@@ -301,23 +303,14 @@ class DilatedConv2d(nn.Conv2d):
         bias: bool = False,
     ) -> None:
         who = "DilatedConv2d"
-        pad = _check_conv_args(who, in_channels, out_channels, kernel_size, stride, None, dilation, groups)
+        _check_conv_args(who, in_channels, out_channels, kernel_size, stride, None, dilation, groups)
         k, d = _pair(kernel_size, "kernel_size", who), _pair(dilation, "dilation", who)
         if any(di * (ki - 1) % 2 for ki, di in zip(k, d, strict=True)):
             raise ValueError(
                 f"{who}: dilation * (kernel_size - 1) must be even to keep the size; got kernel_size={kernel_size!r}, "
                 f"dilation={dilation!r} (use an odd kernel_size)"
             )
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=pad,
-            dilation=dilation,
-            groups=groups,
-            bias=bias,
-        )
+        super().__init__(in_channels, out_channels, kernel_size, stride, None, dilation, groups, bias)
 
 
 class TransposedConv2d(nn.ConvTranspose2d):
@@ -489,8 +482,8 @@ class DepthwiseSeparableConv2d(nn.Module):
         dilation: IntPair = 1,
         bias: bool = False,
         *,
-        norm_layer: str | Callable[[int], nn.Module] | None = None,
-        act_layer: str | Callable[[], nn.Module] | None = None,
+        norm_layer: NormLayer | None = None,
+        act_layer: ActLayer | None = None,
     ) -> None:
         super().__init__()
         _check_conv_args(

@@ -27,20 +27,17 @@ Submodule names follow torchvision's ``_DenseLayer`` / ``_DenseBlock`` /
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import nn
 
-from cnnkit.layers.act import get_act
-from cnnkit.layers.norm import get_norm_layer
+from cnnkit.layers.act import ActLayer, get_act
+from cnnkit.layers.norm import NormLayer, get_norm_layer
 
 __all__ = ["DenseBlock", "DenseLayer", "Transition"]
-
-NormArg = str | Callable[[int], nn.Module]
-ActArg = str | Callable[[], nn.Module]
 
 
 def _check_positive_int(owner: str, name: str, value: int) -> None:
@@ -74,8 +71,8 @@ class DenseLayer(nn.Module):
         bn_size: int = 4,
         drop_rate: float = 0.0,
         *,
-        norm_layer: NormArg = "batch",
-        act_layer: ActArg = "relu",
+        norm_layer: NormLayer = "batch",
+        act_layer: ActLayer = "relu",
         memory_efficient: bool = False,
     ) -> None:
         super().__init__()
@@ -131,8 +128,8 @@ class DenseBlock(nn.ModuleDict):
         bn_size: int = 4,
         drop_rate: float = 0.0,
         *,
-        norm_layer: NormArg = "batch",
-        act_layer: ActArg = "relu",
+        norm_layer: NormLayer = "batch",
+        act_layer: ActLayer = "relu",
         memory_efficient: bool = False,
     ) -> None:
         super().__init__()
@@ -171,8 +168,8 @@ class Transition(nn.Sequential):
         in_channels: int,
         compression: float = 0.5,
         *,
-        norm_layer: NormArg = "batch",
-        act_layer: ActArg = "relu",
+        norm_layer: NormLayer = "batch",
+        act_layer: ActLayer = "relu",
     ) -> None:
         _check_positive_int("Transition", "in_channels", in_channels)
         if not 0.0 < compression <= 1.0:

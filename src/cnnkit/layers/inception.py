@@ -27,19 +27,15 @@ default norm here (``norm_layer=None``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 
 import torch
 from torch import nn
 
-from cnnkit.layers.act import get_act
-from cnnkit.layers.norm import get_norm_layer
+from cnnkit.layers.act import ActLayer, get_act
+from cnnkit.layers.norm import NormLayer, get_norm_layer
 
 __all__ = ["BasicConv2d", "Inception", "InceptionNaive", "inception_batch_norm"]
-
-NormArg = str | Callable[[int], nn.Module] | None
-ActArg = str | Callable[[], nn.Module]
 
 
 def inception_batch_norm(num_channels: int) -> nn.BatchNorm2d:
@@ -69,8 +65,8 @@ class BasicConv2d(nn.Module):
         stride: int = 1,
         padding: int = 0,
         *,
-        norm_layer: NormArg = None,
-        act_layer: ActArg = "relu",
+        norm_layer: NormLayer | None = None,
+        act_layer: ActLayer = "relu",
     ) -> None:
         super().__init__()
         _check_positive(
@@ -107,8 +103,8 @@ class InceptionNaive(nn.Module):
         ch3x3: int,
         ch5x5: int,
         *,
-        norm_layer: NormArg = None,
-        act_layer: ActArg = "relu",
+        norm_layer: NormLayer | None = None,
+        act_layer: ActLayer = "relu",
     ) -> None:
         super().__init__()
         _check_positive(in_channels=in_channels, ch1x1=ch1x1, ch3x3=ch3x3, ch5x5=ch5x5)
@@ -157,8 +153,8 @@ class Inception(nn.Module):
         pool_proj: int,
         *,
         branch3_kernel_size: int = 3,
-        norm_layer: NormArg = None,
-        act_layer: ActArg = "relu",
+        norm_layer: NormLayer | None = None,
+        act_layer: ActLayer = "relu",
     ) -> None:
         super().__init__()
         _check_positive(

@@ -23,7 +23,12 @@ from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["NORMS", "LayerNorm2d", "get_norm", "get_norm_layer", "group_norm"]
+__all__ = ["NORMS", "LayerNorm2d", "NormFactory", "NormLayer", "get_norm", "get_norm_layer", "group_norm"]
+
+# a ``channels -> norm module`` factory, what get_norm_layer returns
+NormFactory = Callable[[int], nn.Module]
+# what a ``norm_layer`` argument takes: a name of NORMS (or an alias) or a factory
+NormLayer = str | NormFactory
 
 
 class LayerNorm2d(nn.GroupNorm):

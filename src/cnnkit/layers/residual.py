@@ -48,9 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.layers.act import get_act
+from cnnkit.layers.act import ActLayer, get_act
 from cnnkit.layers.drop import Dropout, DropPath
-from cnnkit.layers.norm import get_norm_layer
+from cnnkit.layers.norm import NormLayer, get_norm_layer
 
 __all__ = [
     "BasicBlock",
@@ -65,8 +65,6 @@ __all__ = [
     "make_downsample",
 ]
 
-NormArg = str | Callable[[int], nn.Module] | None
-ActArg = str | Callable[[], nn.Module] | None
 AttnArg = Callable[[int], nn.Module] | None
 
 
@@ -275,9 +273,9 @@ class ResidualBlock(nn.Module):
         groups: int = 1,
         base_width: int = 64,
         dilation: int = 1,
-        norm_layer: NormArg = None,
+        norm_layer: NormLayer | None = None,
         *,
-        act_layer: ActArg = None,
+        act_layer: ActLayer | None = None,
         drop_path_rate: float = 0.0,
         drop_rate: float = 0.0,
         attn_layer: AttnArg = None,

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.layers.act import get_act
+from cnnkit.layers.act import ActLayer, get_act
 
 __all__ = ["SqueezeExcite", "squeeze_excite"]
 
@@ -79,8 +79,8 @@ class SqueezeExcite(nn.Module):
         channels: int,
         reduction: float = 16,
         *,
-        act_layer: str | Callable[[], nn.Module] = "relu",
-        gate_layer: str | Callable[[], nn.Module] = "sigmoid",
+        act_layer: ActLayer = "relu",
+        gate_layer: ActLayer = "sigmoid",
         min_channels: int = 1,
     ) -> None:
         super().__init__()

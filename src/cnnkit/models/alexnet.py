@@ -36,13 +36,13 @@ every layer but the first (``create_model(..., pretrained=True)``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from cnnkit.layers.act import get_act
+from cnnkit.layers.act import ActLayer, get_act
 from cnnkit.models._utils import check_model_args, fc_classifier, set_input_constraints
 from cnnkit.models.registry import register_model
 
@@ -142,7 +142,7 @@ class AlexNet(nn.Module):
         in_chans: int = 3,
         small_input: bool = False,
         *,
-        act_layer: str | Callable[[], nn.Module] = "relu",
+        act_layer: ActLayer = "relu",
         drop_rate: float = 0.5,
     ) -> None:
         super().__init__()

@@ -25,15 +25,15 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from cnnkit.layers.act import get_act
+from cnnkit.layers.act import ActLayer, get_act
 from cnnkit.layers.dense import DenseBlock, Transition
-from cnnkit.layers.norm import get_norm_layer
+from cnnkit.layers.norm import NormLayer, get_norm_layer
 from cnnkit.models._utils import check_model_args, init_weights, set_input_constraints
 from cnnkit.models.registry import register_model
 
@@ -112,8 +112,8 @@ class DenseNet(nn.Module):
         num_classes: int = 1000,
         in_chans: int = 3,
         small_input: bool = False,
-        norm_layer: str | Callable[[int], nn.Module] = "batch",
-        act_layer: str | Callable[[], nn.Module] = "relu",
+        norm_layer: NormLayer = "batch",
+        act_layer: ActLayer = "relu",
         drop_rate: float = 0.0,
         dense_drop_rate: float = 0.0,
         memory_efficient: bool = False,

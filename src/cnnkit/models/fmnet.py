@@ -10,14 +10,14 @@ GELU).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from cnnkit.layers.act import get_act
-from cnnkit.layers.norm import get_norm_layer
+from cnnkit.layers.act import ActFactory, ActLayer, get_act
+from cnnkit.layers.norm import NormFactory, NormLayer, get_norm_layer
 from cnnkit.models._utils import set_input_constraints
 from cnnkit.models.registry import register_model
 
@@ -28,11 +28,7 @@ class ConvGroup(nn.Module):
     """conv 3x3 -> max-pool 2 -> norm -> act -> conv 3x3 -> norm -> act (airbench's ConvGroup)."""
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        norm_layer: Callable[[int], nn.Module],
-        act_layer: Callable[[], nn.Module],
+        self, in_channels: int, out_channels: int, norm_layer: NormFactory, act_layer: ActFactory
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
@@ -59,8 +55,8 @@ class FMNet(nn.Module):
         in_chans: int = 1,
         small_input: bool = True,
         stem_width: int = 16,
-        norm_layer: str | Callable[[int], nn.Module] = "batch",
-        act_layer: str | Callable[[], nn.Module] = "gelu",
+        norm_layer: NormLayer = "batch",
+        act_layer: ActLayer = "gelu",
         drop_rate: float = 0.0,
         logit_scale: float = 1 / 9,
     ) -> None:

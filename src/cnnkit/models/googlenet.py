@@ -27,7 +27,6 @@ and the classifier bias (1,000) add 15,560: 6,990,272 - 380,928 + 15,560 =
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -35,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.layers.act import get_act
+from cnnkit.layers.act import ActLayer, get_act
 from cnnkit.layers.inception import BasicConv2d, Inception
+from cnnkit.layers.norm import NormLayer
 from cnnkit.models._utils import check_model_args, init_weights, set_input_constraints
 from cnnkit.models.registry import register_model
 
@@ -78,8 +78,8 @@ class InceptionAux(nn.Module):
         num_classes: int,
         *,
         drop_rate: float = 0.7,
-        norm_layer: str | Callable[[int], nn.Module] | None = None,
-        act_layer: str | Callable[[], nn.Module] = "relu",
+        norm_layer: NormLayer | None = None,
+        act_layer: ActLayer = "relu",
     ) -> None:
         super().__init__()
         if not 0.0 <= drop_rate < 1.0:
@@ -117,8 +117,8 @@ class GoogLeNet(nn.Module):
         *,
         aux_logits: bool = False,
         branch3_kernel_size: int = 3,
-        norm_layer: str | Callable[[int], nn.Module] | None = None,
-        act_layer: str | Callable[[], nn.Module] = "relu",
+        norm_layer: NormLayer | None = None,
+        act_layer: ActLayer = "relu",
         drop_rate: float = 0.2,
         aux_drop_rate: float = 0.7,
     ) -> None:

@@ -35,17 +35,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.layers.act import get_act
+from cnnkit.layers.act import ActLayer, get_act
 from cnnkit.layers.conv import DepthwiseSeparableConv2d
 from cnnkit.layers.drop import Dropout
-from cnnkit.layers.norm import get_norm_layer
+from cnnkit.layers.norm import NormLayer, get_norm_layer
 from cnnkit.models._utils import check_model_args, init_weights, set_input_constraints
 from cnnkit.models.registry import register_model
 
 __all__ = ["MobileNetV1", "MobileNetV1Block", "mobilenet_v1", "mobilenet_v1_conv"]
 
-NormArg = str | Callable[[int], nn.Module]
-ActArg = str | Callable[[], nn.Module]
 
 STEM_CHANNELS = 32  # table 1: "Conv / s2, 3x3x3x32"
 
@@ -134,8 +132,8 @@ class MobileNetV1(nn.Module):
         small_input: bool = False,
         width_mult: float = 1.0,
         separable: bool = True,
-        norm_layer: NormArg = "batch",
-        act_layer: ActArg = "relu",
+        norm_layer: NormLayer = "batch",
+        act_layer: ActLayer = "relu",
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()

@@ -44,9 +44,9 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
-from cnnkit.layers.act import get_act
+from cnnkit.layers.act import ActFactory, ActLayer, get_act
 from cnnkit.layers.drop import Dropout, drop_path_rates
-from cnnkit.layers.norm import get_norm_layer
+from cnnkit.layers.norm import NormFactory, NormLayer, get_norm_layer
 from cnnkit.layers.residual import (
     BasicBlock,
     Bottleneck,
@@ -90,8 +90,6 @@ __all__ = [
     "wrn_40_4",
 ]
 
-NormArg = str | Callable[[int], nn.Module] | None
-ActArg = str | Callable[[], nn.Module] | None
 ResNetT = TypeVar("ResNetT", bound="ResNet")
 
 # depth -> residual blocks per stage of the ImageNet nets (He et al. 2016, table 1; ResNet-200
@@ -199,7 +197,7 @@ def _make_stage(
 
 
 def _block_kwargs(
-    act_layer: ActArg,
+    act_layer: ActLayer | None,
     attn_layer: Callable[[int], nn.Module] | None,
     drop_rate: float,
     reduce_first: int | None,
@@ -263,8 +261,8 @@ class ResNet(nn.Module):
         small_input: bool = False,
         groups: int = 1,
         width_per_group: int = 64,
-        norm_layer: NormArg = None,
-        act_layer: ActArg = None,
+        norm_layer: NormLayer | None = None,
+        act_layer: ActLayer | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         block_drop_rate: float = 0.0,
@@ -341,25 +339,25 @@ class ResNet(nn.Module):
     def _make_stem(
         self,
         in_chans: int,
-        stem_width: int,
+        width: int,
         deep_stem: bool,
         small_input: bool,
-        norm: Callable[[int], nn.Module],
-        act: Callable[[], nn.Module],
+        norm: NormFactory,
+        act: ActFactory,
     ) -> int:
         """``conv1, bn1, act1[, maxpool]``: 7x7/2 conv + 3x3/2 max-pool (4x downsampling), three 3x3
         convs (``deep_stem``), or a 3x3/1 conv for small inputs; returns its output channels."""
-        inplanes = 2 * stem_width if deep_stem else stem_width
+        inplanes = 2 * width if deep_stem else width
         self.conv1: nn.Module
         if deep_stem:
             self.conv1 = nn.Sequential(
-                conv3x3(in_chans, stem_width, 1 if small_input else 2),
-                norm(stem_width),
+                conv3x3(in_chans, width, 1 if small_input else 2),
+                norm(width),
                 act(),
-                conv3x3(stem_width, stem_width),
-                norm(stem_width),
+                conv3x3(width, width),
+                norm(width),
                 act(),
-                conv3x3(stem_width, inplanes),
+                conv3x3(width, inplanes),
             )
         elif small_input:
             self.conv1 = conv3x3(in_chans, inplanes)
@@ -418,8 +416,8 @@ class CifarResNet(ResNet):
         num_classes: int = 10,
         in_chans: int = 3,
         small_input: bool = True,
-        norm_layer: NormArg = None,
-        act_layer: ActArg = None,
+        norm_layer: NormLayer | None = None,
+        act_layer: ActLayer | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         block_drop_rate: float = 0.0,
@@ -507,18 +505,27 @@ _CIFAR_CFGS: dict[str, tuple[int, int]] = {
 }
 
 
-def _resnet(name: str, num_classes: int, in_chans: int, small_input: bool, kwargs: dict[str, Any]) -> ResNet:
-    block, depth, forced = _IMAGENET_CFGS[name]
+def _resnet(
+    name: str,
+    num_classes: int,
+    in_chans: int,
+    small_input: bool,
+    kwargs: dict[str, Any],
+    *,
+    base: str | None = None,
+    attn_layer: Callable[[int], nn.Module] | None = None,
+) -> ResNet:
+    """The ImageNet net ``name``; with ``base`` and ``attn_layer``, the net ``base`` with attention on
+    every residual branch, which then fixes the attention and the width rule too (the SE-ResNets)."""
+    block, depth, forced = _IMAGENET_CFGS[base or name]
+    fixed: tuple[str, ...] = ("block", "layers")
+    config: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans, "small_input": small_input}
+    if attn_layer is not None:
+        fixed += ("attn_layer",)
+        forced = {"groups": 1, "width_per_group": 64, **forced}
+        config["attn_layer"] = attn_layer
     return _create_resnet(
-        name,
-        ResNet,
-        block,
-        IMAGENET_STAGES[depth],
-        kwargs,
-        forced=forced,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
+        name, ResNet, block, IMAGENET_STAGES[depth], kwargs, fixed=fixed, forced=forced, **config
     )
 
 

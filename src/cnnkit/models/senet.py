@@ -31,10 +31,10 @@ from typing import Any
 
 from torch import nn
 
-from cnnkit.layers.residual import BasicBlock, Bottleneck, ResidualBlock, SENetBottleneck
+from cnnkit.layers.residual import ResidualBlock, SENetBottleneck
 from cnnkit.layers.se import SqueezeExcite
 from cnnkit.models.registry import register_model
-from cnnkit.models.resnet import IMAGENET_STAGES, ResNet, _create_resnet
+from cnnkit.models.resnet import IMAGENET_STAGES, ResNet, _create_resnet, _resnet
 
 __all__ = [
     "SENet",
@@ -75,8 +75,8 @@ class SENet(ResNet):
         groups, width_per_group: ResNeXt's cardinality and channels per path.
         se_reduction: ``r`` of every SE block.
         stem_width: channels of the first two stem convolutions; the third has twice as many.
-        downsample_kernel_size: kernel of the stride-2 projection shortcuts (3 in SENet-154,
-            1 in ResNets); stride-1 projections are always 1x1, as in the authors' model.
+        downsample_kernel_size: kernel of the stride-2 projection shortcuts (default 3, as in
+            SENet-154; 1 in ResNets); stride-1 projections are always 1x1, as in the authors' model.
         small_input: the first stem convolution has stride 1 and there is no max-pool.
         num_classes, in_chans, norm_layer, act_layer, drop_rate (before ``fc``), drop_path_rate
         (last block, decayed linearly), block_drop_rate (inside each block),
@@ -85,57 +85,33 @@ class SENet(ResNet):
     """
 
     def __init__(
-        self,
-        block: type[ResidualBlock],
-        layers: Sequence[int],
-        *,
-        se_reduction: float = 16,
-        downsample_kernel_size: int = 3,
-        **kwargs: Any,
+        self, block: type[ResidualBlock], layers: Sequence[int], *, se_reduction: float = 16, **kwargs: Any
     ) -> None:
         if getattr(block, "preact", False):
             raise ValueError(f"SENet takes post-activation blocks; got the pre-activation {block.__name__}")
-        super().__init__(
-            block,
-            layers,
-            attn_layer=_se_layer(se_reduction),
-            deep_stem=True,
-            downsample_kernel_size=downsample_kernel_size,
-            **kwargs,
-        )
+        kwargs.setdefault("downsample_kernel_size", 3)
+        super().__init__(block, layers, attn_layer=_se_layer(se_reduction), deep_stem=True, **kwargs)
 
 
 # ---------------------------------------------------------------------------- private builders
 
-# name -> (block, depth, groups, width_per_group); He et al. 2016 table 1 and Xie et al. 2017
-# table 1, which SE-ResNet / SE-ResNeXt keep (Hu et al. table 14)
-_SE_RESNETS: dict[str, tuple[type[ResidualBlock], int, int, int]] = {
-    "seresnet18": (BasicBlock, 18, 1, 64),
-    "seresnet34": (BasicBlock, 34, 1, 64),
-    "seresnet50": (Bottleneck, 50, 1, 64),
-    "seresnet101": (Bottleneck, 101, 1, 64),
-    "seresnet152": (Bottleneck, 152, 1, 64),
-    "seresnext50_32x4d": (Bottleneck, 50, 32, 4),
+# name -> the ResNet it adds SE blocks to: He et al. 2016 table 1 and Xie et al. 2017 table 1,
+# which SE-ResNet / SE-ResNeXt keep (Hu et al. table 14)
+_SE_RESNETS: dict[str, str] = {
+    "seresnet18": "resnet18",
+    "seresnet34": "resnet34",
+    "seresnet50": "resnet50",
+    "seresnet101": "resnet101",
+    "seresnet152": "resnet152",
+    "seresnext50_32x4d": "resnext50_32x4d",
 }
 
 
 def _se_resnet(
     name: str, num_classes: int, in_chans: int, small_input: bool, se_reduction: float, kwargs: dict[str, Any]
 ) -> ResNet:
-    block, depth, groups, width_per_group = _SE_RESNETS[name]
-    return _create_resnet(
-        name,
-        ResNet,
-        block,
-        IMAGENET_STAGES[depth],
-        kwargs,
-        fixed=("block", "layers", "attn_layer"),
-        forced={"groups": groups, "width_per_group": width_per_group},
-        attn_layer=_se_layer(se_reduction),
-        num_classes=num_classes,
-        in_chans=in_chans,
-        small_input=small_input,
-    )
+    se = _se_layer(se_reduction)
+    return _resnet(name, num_classes, in_chans, small_input, kwargs, base=_SE_RESNETS[name], attn_layer=se)
 
 
 # ---------------------------------------------------------------------------- public builders

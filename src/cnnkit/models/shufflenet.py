@@ -51,10 +51,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.layers.act import get_act
+from cnnkit.layers.act import ActLayer, get_act
 from cnnkit.layers.conv import DepthwiseConv2d, PointwiseConv2d
 from cnnkit.layers.drop import Dropout, DropPath, drop_path_rates
-from cnnkit.layers.norm import get_norm_layer
+from cnnkit.layers.norm import NormLayer, get_norm_layer
 from cnnkit.layers.shuffle import ChannelShuffle
 from cnnkit.models._utils import check_model_args, init_weights, set_input_constraints
 from cnnkit.models.registry import register_model
@@ -69,8 +69,6 @@ __all__ = [
     "shufflenet_v1_g8",
 ]
 
-NormArg = str | Callable[[int], nn.Module]
-ActArg = str | Callable[[], nn.Module]
 
 STEM_CHANNELS = 24  # table 1: Conv1, 3x3, stride 2, 24 channels
 STAGE_REPEATS = (4, 8, 4)  # units of stages 2, 3, 4 (table 1, "Repeat": 1 unit at stride 2 + 3, 7, 3)
@@ -189,13 +187,13 @@ class ShuffleNetV1(nn.Module):
         self,
         *,
         groups: int = 3,
+        width_mult: float = 1.0,
         num_classes: int = 1000,
         in_chans: int = 3,
         small_input: bool = False,
-        width_mult: float = 1.0,
         use_shuffle: bool = True,
-        norm_layer: NormArg = "batch",
-        act_layer: ActArg = "relu",
+        norm_layer: NormLayer = "batch",
+        act_layer: ActLayer = "relu",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ) -> None:

@@ -25,14 +25,14 @@ classifier keeps torchvision's three-layer structure on 512 inputs
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from cnnkit.layers.act import get_act
-from cnnkit.layers.norm import get_norm_layer
+from cnnkit.layers.act import ActLayer, get_act
+from cnnkit.layers.norm import NormLayer, get_norm_layer
 from cnnkit.models._utils import check_model_args, fc_classifier, init_weights, set_input_constraints
 from cnnkit.models.registry import register_model
 
@@ -50,7 +50,6 @@ __all__ = [
     "vgg19_bn",
 ]
 
-NormArg = str | Callable[[int], nn.Module] | None
 
 # Simonyan & Zisserman 2015, Table 1: an int is a 3x3 conv with that many output channels
 # (then norm, then activation), "M" a 2x2 stride-2 max-pool.
@@ -88,8 +87,8 @@ def make_layers(
     cfg: Sequence[int | str],
     *,
     in_chans: int = 3,
-    norm_layer: NormArg = None,
-    act_layer: str | Callable[[], nn.Module] = "relu",
+    norm_layer: NormLayer | None = None,
+    act_layer: ActLayer = "relu",
     small_input: bool = False,
 ) -> nn.Sequential:
     """The ``features`` stack of a VGG config; ``norm_layer=None`` puts no norm after the convs.
@@ -134,8 +133,8 @@ class VGG(nn.Module):
         in_chans: int = 3,
         small_input: bool = False,
         *,
-        norm_layer: NormArg = None,
-        act_layer: str | Callable[[], nn.Module] = "relu",
+        norm_layer: NormLayer | None = None,
+        act_layer: ActLayer = "relu",
         drop_rate: float = 0.5,
     ) -> None:
         super().__init__()
