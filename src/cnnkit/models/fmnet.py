@@ -90,7 +90,8 @@ class FMNet(nn.Module):
 def fmnet(*, num_classes: int = 10, in_chans: int = 1, small_input: bool = True, **kwargs: Any) -> FMNet:
     """cnnkit's default Fashion-MNIST net (stem 16, widths 32/64/128: 0.29M parameters, 15.8M mult-adds at 28x28).
 
-    The input size is free from 8x8 up; ``small_input`` is accepted for the zoo's
+    The shape of Page's ResNet-9 "bag of tricks" and Jordan's airbench (2024), see the module
+    docstring. The input size is free from 8x8 up; ``small_input`` is accepted for the zoo's
     common interface and changes nothing (the net is built for small images).
     """
     return FMNet(num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
