@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from cnnkit.lab.spec import ArmRun, Budget, Context, Table, Verdict
+from cnnkit.lab.spec import About, ArmRun, Budget, Context, Experiment, Table, Verdict
 
 if TYPE_CHECKING:
     from torch import nn
@@ -30,6 +31,7 @@ __all__ = [
     "clean_gap",
     "clean_train_top1",
     "cost_table",
+    "experiment",
     "gap_cell",
     "label_cell",
     "load_test_split",
@@ -53,6 +55,28 @@ SMOKE = Budget(epochs=1, train_subset=256, test_subset=128, seeds=1, batch_size=
 
 def budgets(quick: Budget, full: Budget, smoke: Budget = SMOKE) -> dict[str, Budget]:
     return {"smoke": smoke, "quick": quick, "full": full}
+
+
+def experiment(module: str) -> Experiment:
+    """The experiment that the experiment module named ``module`` (its ``__name__``) declares
+    with its ``ABOUT`` (:class:`~cnnkit.lab.spec.About`), ``ARMS`` (none: nothing trains),
+    ``BUDGETS``, ``measure``, ``judge``, ``tables`` and ``FIGURES``."""
+    m = sys.modules[module]
+    about: About = m.ABOUT
+    return Experiment(
+        name=about.name,
+        title=about.title,
+        claim=about.claim,
+        slide=about.slide,
+        rule=about.rule,
+        notes=about.notes,
+        arms=getattr(m, "ARMS", ()),
+        budgets=m.BUDGETS,
+        measure=m.measure,
+        judge=m.judge,
+        tables=m.tables,
+        figures=m.FIGURES,
+    )
 
 
 # ---------------------------------------------------------------------------- numbers

@@ -21,6 +21,7 @@ from typing import Any
 __all__ = [
     "BUDGETS",
     "VERDICTS",
+    "About",
     "Arm",
     "ArmRun",
     "Budget",
@@ -188,6 +189,19 @@ Measure = Callable[[Context], dict[str, Any]]
 Judge = Callable[[dict[str, Any]], Verdict]
 Figures = Callable[[Context, dict[str, Any]], list[FigureRef]]
 Tables = Callable[[dict[str, Any]], list[Table]]
+
+
+@dataclass(frozen=True)
+class About:
+    """The texts of an experiment (see :class:`Experiment`): its name, the claim's title, the
+    claim as the lecture states it and the slide it is on, the verdict rule in words, notes."""
+
+    name: str
+    title: str
+    claim: str
+    slide: str
+    rule: str
+    notes: str = ""
 
 
 @dataclass(frozen=True)

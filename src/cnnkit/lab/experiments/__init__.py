@@ -1,5 +1,12 @@
 """The catalogue of ``cnnkit lab`` experiments, one module per claim of the lecture, in the
-lecture's order (convolutions, architectures, ingredients of training)."""
+lecture's order (convolutions, architectures, ingredients of training).
+
+An experiment module declares its texts (``ABOUT``: the claim, its slide, the verdict rule),
+what it trains (``ARMS``, ``BUDGETS``), the functions ``measure``, ``judge`` and ``tables``,
+and what it plots (``FIGURES``, see :mod:`cnnkit.lab.figures`); its last line,
+``EXPERIMENT = experiment(__name__)`` (:func:`cnnkit.lab.common.experiment`), makes them its
+:class:`~cnnkit.lab.spec.Experiment`.
+"""
 
 from __future__ import annotations
 

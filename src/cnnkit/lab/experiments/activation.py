@@ -15,11 +15,41 @@ from typing import Any
 
 import torch
 
-from cnnkit.lab.common import Column, arm_table, budgets, by_arm, mean, measure_arms, pct, per_arm_table
+from cnnkit.lab.common import (
+    Column,
+    arm_table,
+    budgets,
+    by_arm,
+    experiment,
+    mean,
+    measure_arms,
+    pct,
+    per_arm_table,
+)
 from cnnkit.lab.figures import Accuracy, Curves, Custom, new_figure, plots
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
+
+ABOUT = About(
+    name="activation",
+    title="Saturating activations train slowly",
+    claim="""
+        Sigmoid and tanh saturate (their gradient vanishes for large |z|), so they train slower than
+        ReLU, LeakyReLU, PReLU, SoftPlus, Swish and GELU.
+    """,
+    slide="Activation Functions",
+    rule="""
+        Per saturating activation: its mean training loss over the epochs exceeds the median of the
+        eight non-saturating ones. Both: reproduced; one: partly; none: not reproduced.
+    """,
+    notes="""
+        fmnet narrowed to 16-32-64 channels, with its batch norm, SGD at lr 0.05. A first version
+        without normalisation left every activation at chance (mean loss 2.30 = ln 10) within the
+        quick budget: torch's default initialisation shrinks the signal through the layers whatever
+        the activation.
+    """,
+)
 
 SATURATING = ("sigmoid", "tanh")
 NON_SATURATING = ("relu", "leaky_relu", "prelu", "softplus", "swish", "gelu", "gelu_tanh", "quick_gelu")
@@ -121,28 +151,4 @@ FIGURES = plots(
 )
 
 
-EXPERIMENT = Experiment(
-    name="activation",
-    title="Saturating activations train slowly",
-    claim="""
-        Sigmoid and tanh saturate (their gradient vanishes for large |z|), so they train slower than
-        ReLU, LeakyReLU, PReLU, SoftPlus, Swish and GELU.
-    """,
-    slide="Activation Functions",
-    rule="""
-        Per saturating activation: its mean training loss over the epochs exceeds the median of the
-        eight non-saturating ones. Both: reproduced; one: partly; none: not reproduced.
-    """,
-    budgets=BUDGETS,
-    arms=ARMS,
-    measure=measure,
-    judge=judge,
-    tables=tables,
-    figures=FIGURES,
-    notes="""
-        fmnet narrowed to 16-32-64 channels, with its batch norm, SGD at lr 0.05. A first version
-        without normalisation left every activation at chance (mean loss 2.30 = ln 10) within the
-        quick budget: torch's default initialisation shrinks the signal through the layers whatever
-        the activation.
-    """,
-)
+EXPERIMENT = experiment(__name__)

@@ -19,6 +19,7 @@ from cnnkit.lab.common import (
     arm_table,
     budgets,
     clean_gap,
+    experiment,
     gap_cell,
     label_cell,
     load_test_split,
@@ -30,9 +31,25 @@ from cnnkit.lab.common import (
     top1_cell,
 )
 from cnnkit.lab.figures import Accuracy, Custom, new_figure, plots
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
+
+ABOUT = About(
+    name="augment",
+    title="Augmentation fights overfitting on small data",
+    claim="Deep nets are data hungry and overfit easily; crops, flips, cutout, mixup and cutmix augment the data.",
+    slide="Data Augmentation: Crop, Cutout, Mixup",
+    rule="""
+        Per augmentation: mean test top-1 gain over no augmentation (paired by seed) above 0. All
+        four: reproduced; none: not reproduced; otherwise partly.
+    """,
+    notes="""
+        fmnet narrowed to 16-32-64 channels. Horizontal flips suit Fashion-MNIST's clothes; on digits
+        (mnist) they would not. Mixup and cutmix usually need longer training than this budget to pay
+        off.
+    """,
+)
 
 _NET = {"model_kwargs": {"widths": [16, 32, 64], "stem_width": 16}}
 ARMS = (
@@ -124,24 +141,4 @@ FIGURES = plots(
 )
 
 
-EXPERIMENT = Experiment(
-    name="augment",
-    title="Augmentation fights overfitting on small data",
-    claim="Deep nets are data hungry and overfit easily; crops, flips, cutout, mixup and cutmix augment the data.",
-    slide="Data Augmentation: Crop, Cutout, Mixup",
-    rule="""
-        Per augmentation: mean test top-1 gain over no augmentation (paired by seed) above 0. All
-        four: reproduced; none: not reproduced; otherwise partly.
-    """,
-    budgets=BUDGETS,
-    arms=ARMS,
-    measure=measure,
-    judge=judge,
-    tables=tables,
-    figures=FIGURES,
-    notes="""
-        fmnet narrowed to 16-32-64 channels. Horizontal flips suit Fashion-MNIST's clothes; on digits
-        (mnist) they would not. Mixup and cutmix usually need longer training than this budget to pay
-        off.
-    """,
-)
+EXPERIMENT = experiment(__name__)

@@ -14,11 +14,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cnnkit.lab.common import arm_table, budgets, cost_table, measure_arms, pct
+from cnnkit.lab.common import arm_table, budgets, cost_table, experiment, measure_arms, pct
 from cnnkit.lab.figures import Custom, new_figure, plots
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
+
+ABOUT = About(
+    name="dense",
+    title="DenseNets are parameter-efficient",
+    claim="""
+        Each layer of a dense block takes all preceding feature maps as input; DenseNets match
+        ResNets' accuracy with far fewer parameters.
+    """,
+    slide="DenseNet: parameter efficient (Huang et al. 2017, fig. 3)",
+    rule="""
+        Check 1: DenseNet-BC's mean top-1 is within 1 point of (or above) every ResNet with more
+        parameters. Check 2: no ResNet with fewer parameters beats it by more than 1 point. Both:
+        reproduced; one: partly; none: not reproduced.
+    """,
+    notes="""
+        DenseNet-BC-100 and ResNet-18 use their ImageNet stems on 28x28 inputs (their dense/residual
+        stages see 7x7 maps); ResNet-20 is the CIFAR net at full resolution, a small reference point.
+    """,
+)
 
 _STEM = {"small_input": False}  # ImageNet stems on 28x28: the same resolution for both families
 ARMS = (
@@ -109,27 +128,4 @@ def _params(ctx: Context, n: dict[str, Any]) -> Any:
 FIGURES = plots(Custom("params", "Test error against parameter count: down and left is better.", _params))
 
 
-EXPERIMENT = Experiment(
-    name="dense",
-    title="DenseNets are parameter-efficient",
-    claim="""
-        Each layer of a dense block takes all preceding feature maps as input; DenseNets match
-        ResNets' accuracy with far fewer parameters.
-    """,
-    slide="DenseNet: parameter efficient (Huang et al. 2017, fig. 3)",
-    rule="""
-        Check 1: DenseNet-BC's mean top-1 is within 1 point of (or above) every ResNet with more
-        parameters. Check 2: no ResNet with fewer parameters beats it by more than 1 point. Both:
-        reproduced; one: partly; none: not reproduced.
-    """,
-    budgets=BUDGETS,
-    arms=ARMS,
-    measure=measure,
-    judge=judge,
-    tables=tables,
-    figures=FIGURES,
-    notes="""
-        DenseNet-BC-100 and ResNet-18 use their ImageNet stems on 28x28 inputs (their dense/residual
-        stages see 7x7 maps); ResNet-20 is the CIFAR net at full resolution, a small reference point.
-    """,
-)
+EXPERIMENT = experiment(__name__)

@@ -17,11 +17,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.lab.common import SMOKE, budgets
+from cnnkit.lab.common import SMOKE, budgets, experiment
 from cnnkit.lab.figures import Custom, new_figure, plots
-from cnnkit.lab.spec import Budget, Context, Experiment, Table, Verdict, combine
+from cnnkit.lab.spec import About, Budget, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT", "dilated_stack", "gradient_support"]
+
+ABOUT = About(
+    name="dilation",
+    title="Dilated convolutions grow the receptive field exponentially without losing resolution",
+    claim="""
+        F1 = Conv(F0), F2 = DilatedConv(F1, l=2), F3 = DilatedConv(F2, l=4): each unit of F_i sees
+        (2^(i+1) - 1)^2 pixels (3x3, 7x7, 15x15), aggregating multi-scale context at full resolution.
+    """,
+    slide="Dilated Convolution; Receptive Fields (Yu & Koltun 2016)",
+    rule="""
+        reproduced if the analysed fields equal 2^(i+1) - 1 (dilated) and 2i + 1 (standard) for every
+        layer, agree with autograd's support, and the output keeps the input size; partly if some
+        hold.
+    """,
+    notes="No training: the budget does not change this experiment.",
+)
 
 DEPTH = 6
 SIZE = 161  # input side: larger than the deepest field (2^7 - 1 = 127)
@@ -186,23 +202,4 @@ FIGURES = plots(
 )
 
 
-EXPERIMENT = Experiment(
-    name="dilation",
-    title="Dilated convolutions grow the receptive field exponentially without losing resolution",
-    claim="""
-        F1 = Conv(F0), F2 = DilatedConv(F1, l=2), F3 = DilatedConv(F2, l=4): each unit of F_i sees
-        (2^(i+1) - 1)^2 pixels (3x3, 7x7, 15x15), aggregating multi-scale context at full resolution.
-    """,
-    slide="Dilated Convolution; Receptive Fields (Yu & Koltun 2016)",
-    rule="""
-        reproduced if the analysed fields equal 2^(i+1) - 1 (dilated) and 2i + 1 (standard) for every
-        layer, agree with autograd's support, and the output keeps the input size; partly if some
-        hold.
-    """,
-    budgets=BUDGETS,
-    measure=measure,
-    judge=judge,
-    tables=tables,
-    figures=FIGURES,
-    notes="No training: the budget does not change this experiment.",
-)
+EXPERIMENT = experiment(__name__)

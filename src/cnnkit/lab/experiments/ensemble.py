@@ -14,11 +14,26 @@ from __future__ import annotations
 from typing import Any
 
 from cnnkit.data.sources import normalize
-from cnnkit.lab.common import arm_table, budgets, load_model, load_test_split, measure_arms, pct
+from cnnkit.lab.common import arm_table, budgets, experiment, load_model, load_test_split, measure_arms, pct
 from cnnkit.lab.figures import Custom, bar_figure, new_figure, plots
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict
+from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict
 
 __all__ = ["EXPERIMENT"]
+
+ABOUT = About(
+    name="ensemble",
+    title="An ensemble of diverse nets beats each member",
+    claim="""
+        Fusing diverse architectures beats every member: ILSVRC 2016's winner fused five nets of
+        3.52-4.65% top-5 error to 2.92%.
+    """,
+    slide="Ensemble of Diverse Architecture (Trimps-Soushen, ILSVRC 2016)",
+    rule="""
+        Seed-0 run of each member, fused by averaging softmaxes on the same test images: reproduced if
+        the fusion's top-1 beats the best member's; partly if it only beats the average member; else
+        not.
+    """,
+)
 
 ARMS = (
     Arm("fmnet", "fmnet", label="fmnet"),
@@ -133,23 +148,4 @@ FIGURES = plots(
 )
 
 
-EXPERIMENT = Experiment(
-    name="ensemble",
-    title="An ensemble of diverse nets beats each member",
-    claim="""
-        Fusing diverse architectures beats every member: ILSVRC 2016's winner fused five nets of
-        3.52-4.65% top-5 error to 2.92%.
-    """,
-    slide="Ensemble of Diverse Architecture (Trimps-Soushen, ILSVRC 2016)",
-    rule="""
-        Seed-0 run of each member, fused by averaging softmaxes on the same test images: reproduced if
-        the fusion's top-1 beats the best member's; partly if it only beats the average member; else
-        not.
-    """,
-    budgets=BUDGETS,
-    arms=ARMS,
-    measure=measure,
-    judge=judge,
-    tables=tables,
-    figures=FIGURES,
-)
+EXPERIMENT = experiment(__name__)

@@ -23,11 +23,33 @@ from typing import Any
 
 import torch
 
-from cnnkit.lab.common import arm_table, budgets, by_arm, load_test_split, measure_arms, pct
+from cnnkit.lab.common import arm_table, budgets, by_arm, experiment, load_test_split, measure_arms, pct
 from cnnkit.lab.figures import Accuracy, Curves, Custom, plots
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT", "STAT_SETTINGS", "init_statistics"]
+
+ABOUT = About(
+    name="init",
+    title="Bad initialisation kills activations layer by layer",
+    claim="""
+        Zero or same-value weights never break the symmetry; a small Gaussian std makes deep
+        activations collapse and a large one saturates tanh; Xavier (Var = 1/n) suits tanh and Kaiming
+        (Var = 2/n) suits ReLU.
+    """,
+    slide="Initialization (zero, same value, random, Xavier, Kaiming)",
+    rule="""
+        Six checks, each a stated threshold on the measured numbers (see below); all hold: reproduced;
+        none: not reproduced; otherwise partly.
+    """,
+    notes="""
+        The trainer's --init takes a scheme name only, so the large-std and same-value schemes appear
+        in the statistics at initialisation, not in training. The net has no normalisation layers on
+        purpose: batch norm would rescale the activations and hide the effect. Training uses Adam (lr
+        1e-3): with SGD (lr 0.001-0.02) even the Kaiming-initialised net stayed at chance within this
+        budget.
+    """,
+)
 
 # Adam, as the lecture allows ("even with the adaptive optimizers"): with SGD none of these
 # normalisation-free 20-layer nets leaves chance level within the quick budget, Kaiming's included
@@ -243,30 +265,4 @@ FIGURES = plots(
 )
 
 
-EXPERIMENT = Experiment(
-    name="init",
-    title="Bad initialisation kills activations layer by layer",
-    claim="""
-        Zero or same-value weights never break the symmetry; a small Gaussian std makes deep
-        activations collapse and a large one saturates tanh; Xavier (Var = 1/n) suits tanh and Kaiming
-        (Var = 2/n) suits ReLU.
-    """,
-    slide="Initialization (zero, same value, random, Xavier, Kaiming)",
-    rule="""
-        Six checks, each a stated threshold on the measured numbers (see below); all hold: reproduced;
-        none: not reproduced; otherwise partly.
-    """,
-    budgets=BUDGETS,
-    arms=ARMS,
-    measure=measure,
-    judge=judge,
-    tables=tables,
-    figures=FIGURES,
-    notes="""
-        The trainer's --init takes a scheme name only, so the large-std and same-value schemes appear
-        in the statistics at initialisation, not in training. The net has no normalisation layers on
-        purpose: batch norm would rescale the activations and hide the effect. Training uses Adam (lr
-        1e-3): with SGD (lr 0.001-0.02) even the Kaiming-initialised net stayed at chance within this
-        budget.
-    """,
-)
+EXPERIMENT = experiment(__name__)

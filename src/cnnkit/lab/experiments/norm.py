@@ -13,11 +13,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import arm_table, budgets, by_arm, measure_arms, pct
+from cnnkit.lab.common import arm_table, budgets, by_arm, experiment, measure_arms, pct
 from cnnkit.lab.figures import Accuracy, Curves, plots
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
+
+ABOUT = About(
+    name="norm",
+    title="Normalisation helps training; batch norm depends on the batch size",
+    claim="""
+        Normalising hidden units with mini-batch statistics makes training easier, but batch norm
+        depends on the mini-batch size; layer, instance and group norm do not.
+    """,
+    slide="Normalization Methods; Batch Normalization; Layer Normalization; Other Normalization Methods",
+    rule="""
+        Check 1: batch norm's test top-1 above no norm's. Check 2: going from batch 64 to 2, batch
+        norm's top-1 changes at least 1 point less favourably than group norm's (group norm is the
+        control: both take the same 32x more, smaller steps). Both: reproduced; one: partly; none: not
+        reproduced.
+    """,
+    notes="""
+        fmnet with its default widths (16-32-64-128 channels); group norm uses Wu & He's 32 groups,
+        fewer where the channels are fewer (the 16-channel stem gets instance norm). At batch 2 the
+        learning rate is scaled by 2/64 and the epochs are kept, so both batch sizes see the same
+        images.
+    """,
+)
 
 LR, BATCH, SMALL = 0.05, 64, 2
 ARMS = (
@@ -103,30 +125,4 @@ FIGURES = plots(
 )
 
 
-EXPERIMENT = Experiment(
-    name="norm",
-    title="Normalisation helps training; batch norm depends on the batch size",
-    claim="""
-        Normalising hidden units with mini-batch statistics makes training easier, but batch norm
-        depends on the mini-batch size; layer, instance and group norm do not.
-    """,
-    slide="Normalization Methods; Batch Normalization; Layer Normalization; Other Normalization Methods",
-    rule="""
-        Check 1: batch norm's test top-1 above no norm's. Check 2: going from batch 64 to 2, batch
-        norm's top-1 changes at least 1 point less favourably than group norm's (group norm is the
-        control: both take the same 32x more, smaller steps). Both: reproduced; one: partly; none: not
-        reproduced.
-    """,
-    budgets=BUDGETS,
-    arms=ARMS,
-    measure=measure,
-    judge=judge,
-    tables=tables,
-    figures=FIGURES,
-    notes="""
-        fmnet with its default widths (16-32-64-128 channels); group norm uses Wu & He's 32 groups,
-        fewer where the channels are fewer (the 16-channel stem gets instance norm). At batch 2 the
-        learning rate is scaled by 2/64 and the epochs are kept, so both batch sizes see the same
-        images.
-    """,
-)
+EXPERIMENT = experiment(__name__)

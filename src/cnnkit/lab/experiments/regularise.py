@@ -19,6 +19,7 @@ from cnnkit.lab.common import (
     budgets,
     by_arm,
     clean_gap,
+    experiment,
     gap_cell,
     label_cell,
     mean,
@@ -28,9 +29,24 @@ from cnnkit.lab.common import (
     top1_cell,
 )
 from cnnkit.lab.figures import Curves, Custom, new_figure, plots
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
+
+ABOUT = About(
+    name="regularise",
+    title="Dropout and drop-path fight overfitting",
+    claim="""
+        Dropout (random units off, e.g. p = 0.5) and stochastic depth (random residual blocks
+        bypassed, drop probability growing linearly with depth) improve generalisation.
+    """,
+    slide="Drop-out/Drop-path: Dropout; Stochastic Depth (Huang et al. 2016)",
+    rule="""
+        Per regulariser: its mean train-test gap (clean training top-1 minus test top-1) is at least 1
+        point below the unregularised net's. Both: reproduced; one: partly; none: not reproduced.
+    """,
+    notes="A small training subset is the point: it makes the unregularised net overfit within the budget.",
+)
 
 ARMS = (
     Arm("none", "resnet20", label="no regularisation"),
@@ -111,23 +127,4 @@ FIGURES = plots(
 )
 
 
-EXPERIMENT = Experiment(
-    name="regularise",
-    title="Dropout and drop-path fight overfitting",
-    claim="""
-        Dropout (random units off, e.g. p = 0.5) and stochastic depth (random residual blocks
-        bypassed, drop probability growing linearly with depth) improve generalisation.
-    """,
-    slide="Drop-out/Drop-path: Dropout; Stochastic Depth (Huang et al. 2016)",
-    rule="""
-        Per regulariser: its mean train-test gap (clean training top-1 minus test top-1) is at least 1
-        point below the unregularised net's. Both: reproduced; one: partly; none: not reproduced.
-    """,
-    budgets=BUDGETS,
-    arms=ARMS,
-    measure=measure,
-    judge=judge,
-    tables=tables,
-    figures=FIGURES,
-    notes="A small training subset is the point: it makes the unregularised net overfit within the budget.",
-)
+EXPERIMENT = experiment(__name__)

@@ -12,11 +12,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import arm_table, budgets, by_arm, measure_arms, pct
+from cnnkit.lab.common import arm_table, budgets, by_arm, experiment, measure_arms, pct
 from cnnkit.lab.figures import Curves, plots
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
+
+ABOUT = About(
+    name="residual",
+    title="Deeper plain nets train worse; residual nets do not",
+    claim="""
+        Plain nets degrade with depth: the deeper plain net has the higher training error. With
+        identity shortcuts (the same weights) the deeper net trains at least as well.
+    """,
+    slide="ResNet: Training on ImageNet (He et al. 2016, fig. 4)",
+    rule="""
+        Final-epoch training errors (mean over seeds). Check 1: plain-56 >= plain-20 + 1 point. Check
+        2: ResNet-56 <= ResNet-20 + 1 point and the residual gap is at least 1 point below the plain
+        gap. Both: reproduced; one: partly; none: not reproduced.
+    """,
+    notes="""
+        CIFAR-style ResNet-20/56 (16-32-64 channels, option-A shortcuts) stand in for the lecture's
+        ImageNet 18/34-layer nets; with few epochs the curves show early training, where the
+        degradation of plain nets is already visible in He et al.'s figures.
+    """,
+)
 
 _PLAIN = {"model_kwargs": {"shortcut": False}}
 ARMS = (
@@ -104,28 +124,4 @@ FIGURES = plots(
 )
 
 
-EXPERIMENT = Experiment(
-    name="residual",
-    title="Deeper plain nets train worse; residual nets do not",
-    claim="""
-        Plain nets degrade with depth: the deeper plain net has the higher training error. With
-        identity shortcuts (the same weights) the deeper net trains at least as well.
-    """,
-    slide="ResNet: Training on ImageNet (He et al. 2016, fig. 4)",
-    rule="""
-        Final-epoch training errors (mean over seeds). Check 1: plain-56 >= plain-20 + 1 point. Check
-        2: ResNet-56 <= ResNet-20 + 1 point and the residual gap is at least 1 point below the plain
-        gap. Both: reproduced; one: partly; none: not reproduced.
-    """,
-    budgets=BUDGETS,
-    arms=ARMS,
-    measure=measure,
-    judge=judge,
-    tables=tables,
-    figures=FIGURES,
-    notes="""
-        CIFAR-style ResNet-20/56 (16-32-64 channels, option-A shortcuts) stand in for the lecture's
-        ImageNet 18/34-layer nets; with few epochs the curves show early training, where the
-        degradation of plain nets is already visible in He et al.'s figures.
-    """,
-)
+EXPERIMENT = experiment(__name__)

@@ -14,11 +14,28 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cnnkit.lab.common import arm_table, budgets, mean, measure_arms, pct
+from cnnkit.lab.common import arm_table, budgets, experiment, mean, measure_arms, pct
 from cnnkit.lab.figures import Curves, Custom, new_figure, plots
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
+
+ABOUT = About(
+    name="schedule",
+    title="The learning rate's magnitude matters most; decay and warmup help",
+    claim="""
+        The learning rate is the most important hyperparameter (try 0.1 ... 0.0001); its decay (step,
+        exponential, cosine) matters, and warmup prevents divergence at the start.
+    """,
+    slide="Learning Rates; Step Decay; Exponential Decay; Cosine Scheduler; Warmup",
+    rule="""
+        Three checks on mean test top-1 (a run stopped by a non-finite loss counts at chance, 10%):
+        the spread over peak rates exceeds the spread over schedules; the decaying schedules' mean
+        beats constant; warmup beats no warmup at lr 0.8. All: reproduced; none: not reproduced; else
+        partly.
+    """,
+    notes="fmnet narrowed to 16-32-64 channels; SGD with Nesterov momentum 0.9 and weight decay 5e-4 throughout.",
+)
 
 _NET = {"model_kwargs": {"widths": [16, 32, 64], "stem_width": 16}}
 LR, HIGH_LR = 0.1, 0.8
@@ -196,25 +213,4 @@ FIGURES = plots(
 )
 
 
-EXPERIMENT = Experiment(
-    name="schedule",
-    title="The learning rate's magnitude matters most; decay and warmup help",
-    claim="""
-        The learning rate is the most important hyperparameter (try 0.1 ... 0.0001); its decay (step,
-        exponential, cosine) matters, and warmup prevents divergence at the start.
-    """,
-    slide="Learning Rates; Step Decay; Exponential Decay; Cosine Scheduler; Warmup",
-    rule="""
-        Three checks on mean test top-1 (a run stopped by a non-finite loss counts at chance, 10%):
-        the spread over peak rates exceeds the spread over schedules; the decaying schedules' mean
-        beats constant; warmup beats no warmup at lr 0.8. All: reproduced; none: not reproduced; else
-        partly.
-    """,
-    budgets=BUDGETS,
-    arms=ARMS,
-    measure=measure,
-    judge=judge,
-    tables=tables,
-    figures=FIGURES,
-    notes="fmnet narrowed to 16-32-64 channels; SGD with Nesterov momentum 0.9 and weight decay 5e-4 throughout.",
-)
+EXPERIMENT = experiment(__name__)

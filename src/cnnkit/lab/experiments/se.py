@@ -12,11 +12,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import arm_table, budgets, cost_table, measure_arms, paired_difference, paired_verdict
+from cnnkit.lab.common import (
+    arm_table,
+    budgets,
+    cost_table,
+    experiment,
+    measure_arms,
+    paired_difference,
+    paired_verdict,
+)
 from cnnkit.lab.figures import Accuracy, Curves, plots
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict
+from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict
 
 __all__ = ["EXPERIMENT"]
+
+ABOUT = About(
+    name="se",
+    title="SE blocks help cheaply",
+    claim="""
+        A squeeze-and-excitation block is a light-weight channel gate that plugs into residual blocks
+        and improves accuracy at a small cost (SENet, ILSVRC 2017).
+    """,
+    slide="SENet: SE Block; ILSVRC classification results",
+    rule="""
+        Cheap: SE adds under 5% parameters and under 2% mult-adds. Helps: the paired mean top-1 gain
+        is positive and beyond one standard error (at least two seeds). Cheap and helps: reproduced;
+        cheap and a gain within the noise or no gain: partly; not cheap: at most partly.
+    """,
+    notes="""
+        The zoo's SE nets have ImageNet widths; on 28x28 inputs they keep the ImageNet stem (7x7/2
+        conv and max-pool), so the residual stages work on 7x7 and smaller maps.
+    """,
+)
 
 # ImageNet stem on 28x28 (7x7 maps after it): the zoo's SE nets have ImageNet widths, and
 # the stride keeps an 11M-parameter net affordable on a CPU budget
@@ -75,27 +102,4 @@ def tables(n: dict[str, Any]) -> list[Table]:
 FIGURES = plots(Accuracy("Test top-1 of ResNet-18 and SE-ResNet-18; dots are seeds."), Curves())
 
 
-EXPERIMENT = Experiment(
-    name="se",
-    title="SE blocks help cheaply",
-    claim="""
-        A squeeze-and-excitation block is a light-weight channel gate that plugs into residual blocks
-        and improves accuracy at a small cost (SENet, ILSVRC 2017).
-    """,
-    slide="SENet: SE Block; ILSVRC classification results",
-    rule="""
-        Cheap: SE adds under 5% parameters and under 2% mult-adds. Helps: the paired mean top-1 gain
-        is positive and beyond one standard error (at least two seeds). Cheap and helps: reproduced;
-        cheap and a gain within the noise or no gain: partly; not cheap: at most partly.
-    """,
-    budgets=BUDGETS,
-    arms=ARMS,
-    measure=measure,
-    judge=judge,
-    tables=tables,
-    figures=FIGURES,
-    notes="""
-        The zoo's SE nets have ImageNet widths; on 28x28 inputs they keep the ImageNet stem (7x7/2
-        conv and max-pool), so the residual stages work on 7x7 and smaller maps.
-    """,
-)
+EXPERIMENT = experiment(__name__)

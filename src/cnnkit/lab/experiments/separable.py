@@ -20,6 +20,7 @@ from cnnkit.lab.common import (
     arm_table,
     budgets,
     cost_table,
+    experiment,
     load_model,
     load_test_split,
     measure_arms,
@@ -27,9 +28,31 @@ from cnnkit.lab.common import (
     run_meta,
 )
 from cnnkit.lab.figures import Accuracy, Curves, Custom, bar_figure, plots
-from cnnkit.lab.spec import Arm, ArmRun, Budget, Context, Experiment, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, ArmRun, Budget, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
+
+ABOUT = About(
+    name="separable",
+    title="Depthwise separable convolutions: 8-9x fewer mult-adds for about 1% accuracy",
+    claim="""
+        A depthwise separable convolution costs 1/N + 1/D_K^2 of a standard one; MobileNet needs 569M
+        mult-adds against Conv MobileNet's 4866M (8.6x fewer) for 1.1 points of ImageNet top-1 (70.6%
+        vs 71.7%).
+    """,
+    slide="Depthwise Separable Convolution; MobileNets (Howard et al. 2017, table 4)",
+    rule="""
+        reproduced if the measured mult-add ratio Conv MobileNet / MobileNet lies in [7, 10] and the
+        mean top-1 cost of the separable net (paired by seed) is at most 2 points; partly if one
+        holds.
+    """,
+    notes="""
+        Both nets use width multiplier 0.25 and the stride-1 small-input stem at 28x28, so the ratio
+        differs a little from ImageNet's (the stem and classifier weigh more at this size). Measured
+        training images/s is reported, not judged: on CPUs depthwise convolutions are memory-bound and
+        do not speed up in proportion to their mult-adds.
+    """,
+)
 
 _WIDTH = {"model_kwargs": {"width_mult": 0.25}}
 ARMS = (
@@ -204,30 +227,4 @@ FIGURES = plots(
 )
 
 
-EXPERIMENT = Experiment(
-    name="separable",
-    title="Depthwise separable convolutions: 8-9x fewer mult-adds for about 1% accuracy",
-    claim="""
-        A depthwise separable convolution costs 1/N + 1/D_K^2 of a standard one; MobileNet needs 569M
-        mult-adds against Conv MobileNet's 4866M (8.6x fewer) for 1.1 points of ImageNet top-1 (70.6%
-        vs 71.7%).
-    """,
-    slide="Depthwise Separable Convolution; MobileNets (Howard et al. 2017, table 4)",
-    rule="""
-        reproduced if the measured mult-add ratio Conv MobileNet / MobileNet lies in [7, 10] and the
-        mean top-1 cost of the separable net (paired by seed) is at most 2 points; partly if one
-        holds.
-    """,
-    budgets=BUDGETS,
-    arms=ARMS,
-    measure=measure,
-    judge=judge,
-    tables=tables,
-    figures=FIGURES,
-    notes="""
-        Both nets use width multiplier 0.25 and the stride-1 small-input stem at 28x28, so the ratio
-        differs a little from ImageNet's (the stem and classifier weigh more at this size). Measured
-        training images/s is reported, not judged: on CPUs depthwise convolutions are memory-bound and
-        do not speed up in proportion to their mult-adds.
-    """,
-)
+EXPERIMENT = experiment(__name__)

@@ -13,11 +13,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import arm_table, budgets, measure_arms, paired_difference, paired_verdict, pct
+from cnnkit.lab.common import (
+    arm_table,
+    budgets,
+    experiment,
+    measure_arms,
+    paired_difference,
+    paired_verdict,
+    pct,
+)
 from cnnkit.lab.figures import Accuracy, Curves, plots
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict
+from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict
 
 __all__ = ["EXPERIMENT"]
+
+ABOUT = About(
+    name="shuffle",
+    title="Channel shuffle repairs grouped convolutions",
+    claim="""
+        With stacked group convolutions each output sees only a fraction of the input channels;
+        shuffling the channels between them improves accuracy at the same cost (ShuffleNet table 3).
+    """,
+    slide="Shuffled Convolution (ShuffleNet, Zhang et al. 2018)",
+    rule="""
+        Both arms must train (mean top-1 at least half-way from chance to 100%), else inconclusive.
+        Paired by seed: reproduced if the mean top-1 gain of the shuffle is positive and larger than
+        its standard error (at least two seeds); partly if positive but within the noise or from one
+        seed; not reproduced if not positive.
+    """,
+    notes="ShuffleNet 0.25x (g = 3) with the small-input stem; parameters and mult-adds are identical in both arms.",
+)
 
 _W = 0.25
 ARMS = (
@@ -86,25 +111,4 @@ def tables(n: dict[str, Any]) -> list[Table]:
 FIGURES = plots(Accuracy("Test top-1 with and without channel shuffle; dots are seeds."), Curves())
 
 
-EXPERIMENT = Experiment(
-    name="shuffle",
-    title="Channel shuffle repairs grouped convolutions",
-    claim="""
-        With stacked group convolutions each output sees only a fraction of the input channels;
-        shuffling the channels between them improves accuracy at the same cost (ShuffleNet table 3).
-    """,
-    slide="Shuffled Convolution (ShuffleNet, Zhang et al. 2018)",
-    rule="""
-        Both arms must train (mean top-1 at least half-way from chance to 100%), else inconclusive.
-        Paired by seed: reproduced if the mean top-1 gain of the shuffle is positive and larger than
-        its standard error (at least two seeds); partly if positive but within the noise or from one
-        seed; not reproduced if not positive.
-    """,
-    budgets=BUDGETS,
-    arms=ARMS,
-    measure=measure,
-    judge=judge,
-    tables=tables,
-    figures=FIGURES,
-    notes="ShuffleNet 0.25x (g = 3) with the small-input stem; parameters and mult-adds are identical in both arms.",
-)
+EXPERIMENT = experiment(__name__)

@@ -13,11 +13,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import arm_table, budgets, cost_table, measure_arms, paired_difference
+from cnnkit.lab.common import arm_table, budgets, cost_table, experiment, measure_arms, paired_difference
 from cnnkit.lab.figures import Curves, Custom, new_figure, plots
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
+
+ABOUT = About(
+    name="wide",
+    title="Wide beats deep per unit of time",
+    claim="""
+        Widening is a more effective way to improve performance than deepening: WRNs match far deeper
+        thin ResNets with 50 times fewer layers, more than 2 times faster.
+    """,
+    slide="Wide Residual Networks (WRNs)",
+    rule="""
+        Precondition: parameter counts within 25% (else inconclusive). Check 1: the wide net's mean
+        top-1 is at least the deep net's minus 0.5 points. Check 2: it trains in less time. Both:
+        reproduced; one: partly; none: not reproduced.
+    """,
+    notes="""
+        The zoo's CIFAR ResNet builders fix their widths and its wide ResNets (WRN-16-4: 2.7M
+        parameters) have no thin ResNet of similar size, so fmnet (a wide, shallow plain net) stands
+        in for the wide side: the comparison is wide-shallow vs deep-thin at equal parameters, not WRN
+        vs ResNet.
+    """,
+)
 
 ARMS = (
     Arm("wide", "fmnet", label="wide + shallow: fmnet (7 conv layers)"),
@@ -94,29 +115,4 @@ FIGURES = plots(
 )
 
 
-EXPERIMENT = Experiment(
-    name="wide",
-    title="Wide beats deep per unit of time",
-    claim="""
-        Widening is a more effective way to improve performance than deepening: WRNs match far deeper
-        thin ResNets with 50 times fewer layers, more than 2 times faster.
-    """,
-    slide="Wide Residual Networks (WRNs)",
-    rule="""
-        Precondition: parameter counts within 25% (else inconclusive). Check 1: the wide net's mean
-        top-1 is at least the deep net's minus 0.5 points. Check 2: it trains in less time. Both:
-        reproduced; one: partly; none: not reproduced.
-    """,
-    budgets=BUDGETS,
-    arms=ARMS,
-    measure=measure,
-    judge=judge,
-    tables=tables,
-    figures=FIGURES,
-    notes="""
-        The zoo's CIFAR ResNet builders fix their widths and its wide ResNets (WRN-16-4: 2.7M
-        parameters) have no thin ResNet of similar size, so fmnet (a wide, shallow plain net) stands
-        in for the wide side: the comparison is wide-shallow vs deep-thin at equal parameters, not WRN
-        vs ResNet.
-    """,
-)
+EXPERIMENT = experiment(__name__)
