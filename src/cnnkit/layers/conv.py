@@ -77,6 +77,14 @@ def _check_min(v: IntPair, name: str, who: str, low: int) -> tuple[int, int]:
     return pair
 
 
+def _check_sizes(who: str, **sizes: int) -> None:
+    """Every size an int >= 1; paddings may be 0."""
+    for name, v in sizes.items():
+        low = 0 if name.endswith("padding") else 1
+        if not _is_int(v) or v < low:
+            raise ValueError(f"{who}: {name} must be an int >= {low}; got {v!r}")
+
+
 def conv_output_size(
     in_size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1
 ) -> int:
@@ -90,15 +98,9 @@ def conv_output_size(
     112
     """
     who = "conv_output_size"
-    for name, v, low in (
-        ("in_size", in_size, 1),
-        ("kernel_size", kernel_size, 1),
-        ("stride", stride, 1),
-        ("padding", padding, 0),
-        ("dilation", dilation, 1),
-    ):
-        if not _is_int(v) or v < low:
-            raise ValueError(f"{who}: {name} must be an int >= {low}; got {v!r}")
+    _check_sizes(
+        who, in_size=in_size, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation
+    )
     span = dilation * (kernel_size - 1) + 1
     if in_size + 2 * padding < span:
         raise ValueError(
@@ -128,16 +130,8 @@ def transposed_conv_output_size(
     224
     """
     who = "transposed_conv_output_size"
-    for name, v, low in (
-        ("in_size", in_size, 1),
-        ("kernel_size", kernel_size, 1),
-        ("stride", stride, 1),
-        ("padding", padding, 0),
-        ("output_padding", output_padding, 0),
-        ("dilation", dilation, 1),
-    ):
-        if not _is_int(v) or v < low:
-            raise ValueError(f"{who}: {name} must be an int >= {low}; got {v!r}")
+    _check_sizes(who, in_size=in_size, kernel_size=kernel_size, stride=stride, padding=padding)
+    _check_sizes(who, output_padding=output_padding, dilation=dilation)
     if output_padding >= max(stride, dilation):
         raise ValueError(
             f"{who}: output_padding must be smaller than stride or dilation; got output_padding={output_padding} "
@@ -375,6 +369,39 @@ class TransposedConv2d(nn.ConvTranspose2d):
 # ----------------------------------------------------------------------------- factorised convolutions
 
 
+def _check_factorised(
+    who: str, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int | None
+) -> tuple[int, int]:
+    """The checks of the factorised convolutions (integer kernel and stride); returns the padding pair."""
+    pad = _check_conv_args(who, in_channels, out_channels, kernel_size, stride, padding, 1, 1)
+    if not _is_int(kernel_size) or not _is_int(stride):
+        raise ValueError(f"{who}: kernel_size and stride must be ints; got {kernel_size!r}, {stride!r}")
+    return pad
+
+
+def _vertical_horizontal(
+    in_channels: int,
+    mid_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int,
+    pad: tuple[int, int],
+    *,
+    groups: int,
+    bias: bool,
+) -> tuple[nn.Conv2d, nn.Conv2d]:
+    """A k x 1 convolution, then a 1 x k one. Zero padding commutes with the factorisation: rows
+    are padded for the vertical conv, columns for the horizontal one, and the result equals the
+    full k x k conv. Only the horizontal conv may have a bias."""
+    vertical = nn.Conv2d(
+        in_channels, mid_channels, (kernel_size, 1), (stride, 1), (pad[0], 0), groups=groups, bias=False
+    )
+    horizontal = nn.Conv2d(
+        mid_channels, out_channels, (1, kernel_size), (1, stride), (0, pad[1]), groups=groups, bias=bias
+    )
+    return vertical, horizontal
+
+
 class SpatialSeparableConv2d(nn.Module):
     """A k x k convolution factorised into a k x 1 (``vertical``) and a 1 x k (``horizontal``) conv.
 
@@ -404,16 +431,9 @@ class SpatialSeparableConv2d(nn.Module):
             raise ValueError(
                 f"{who}: mid_channels must be an int >= 1 (or None for out_channels); got {mid!r}"
             )
-        pad = _check_conv_args(who, in_channels, out_channels, kernel_size, stride, padding, 1, 1)
-        if not _is_int(kernel_size) or not _is_int(stride):
-            raise ValueError(f"{who}: kernel_size and stride must be ints; got {kernel_size!r}, {stride!r}")
-        # zero padding commutes with the factorisation: pad rows for the vertical
-        # conv, columns for the horizontal one, and the result equals the full conv.
-        self.vertical = nn.Conv2d(
-            in_channels, mid, (kernel_size, 1), stride=(stride, 1), padding=(pad[0], 0), bias=False
-        )
-        self.horizontal = nn.Conv2d(
-            mid, out_channels, (1, kernel_size), stride=(1, stride), padding=(0, pad[1]), bias=bias
+        pad = _check_factorised(who, in_channels, out_channels, kernel_size, stride, padding)
+        self.vertical, self.horizontal = _vertical_horizontal(
+            in_channels, mid, out_channels, kernel_size, stride, pad, groups=1, bias=bias
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -441,17 +461,12 @@ class FlattenedConv2d(nn.Module):
     ) -> None:
         super().__init__()
         who = "FlattenedConv2d"
-        pad = _check_conv_args(who, in_channels, out_channels, kernel_size, stride, padding, 1, 1)
-        if not _is_int(kernel_size) or not _is_int(stride):
-            raise ValueError(f"{who}: kernel_size and stride must be ints; got {kernel_size!r}, {stride!r}")
+        pad = _check_factorised(who, in_channels, out_channels, kernel_size, stride, padding)
         n = out_channels
         self.lateral = nn.Conv2d(in_channels, n, 1, bias=False)
-        self.vertical = nn.Conv2d(
-            n, n, (kernel_size, 1), stride=(stride, 1), padding=(pad[0], 0), groups=n, bias=False
-        )
         # one bias at the end: the layers are linear, so earlier biases would only add constants
-        self.horizontal = nn.Conv2d(
-            n, n, (1, kernel_size), stride=(1, stride), padding=(0, pad[1]), groups=n, bias=bias
+        self.vertical, self.horizontal = _vertical_horizontal(
+            n, n, n, kernel_size, stride, pad, groups=n, bias=bias
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -86,7 +86,26 @@ class BasicConv2d(nn.Module):
         return self.act(self.bn(self.conv(x)))
 
 
-class InceptionNaive(nn.Module):
+class _Branches(nn.Module):
+    """Four branches ``branch1..branch4`` on the same input, their outputs concatenated along the
+    channels in that order (both Inception modules of Szegedy et al. 2015, fig. 2)."""
+
+    branch1: nn.Module
+    branch2: nn.Module
+    branch3: nn.Module
+    branch4: nn.Module
+    _out_channels: int
+
+    @property
+    def out_channels(self) -> int:
+        """Width of the concatenated output, the sum of the branches' (see the class docstring)."""
+        return self._out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
+
+
+class InceptionNaive(_Branches):
     """Inception module, naive version (Szegedy et al. 2015, fig. 2a).
 
     Branches, concatenated in this order: ``branch1`` 1x1 conv (``ch1x1``),
@@ -115,16 +134,8 @@ class InceptionNaive(nn.Module):
         self.branch4 = nn.MaxPool2d(3, stride=1, padding=1)
         self._out_channels = ch1x1 + ch3x3 + ch5x5 + in_channels
 
-    @property
-    def out_channels(self) -> int:
-        """Width of the concatenated output: ``ch1x1 + ch3x3 + ch5x5 + in_channels``."""
-        return self._out_channels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
-
-
-class Inception(nn.Module):
+class Inception(_Branches):
     """Inception module with dimensionality reduction (Szegedy et al. 2015, fig. 2b).
 
     Arguments follow the columns of the paper's Table 1 (and torchvision):
@@ -188,11 +199,3 @@ class Inception(nn.Module):
         )
         self.branch3_kernel_size = k
         self._out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
-
-    @property
-    def out_channels(self) -> int:
-        """Width of the concatenated output: ``ch1x1 + ch3x3 + ch5x5 + pool_proj``."""
-        return self._out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
