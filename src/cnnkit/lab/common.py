@@ -26,6 +26,7 @@ __all__ = [
     "Column",
     "arm_numbers",
     "arm_table",
+    "best_of",
     "budgets",
     "by_arm",
     "clean_gap",
@@ -38,6 +39,7 @@ __all__ = [
     "load_train_split",
     "mean",
     "measure_arms",
+    "measured",
     "model_cost",
     "paired_difference",
     "paired_verdict",
@@ -102,6 +104,17 @@ def pm(xs: Sequence[float], digits: int = 2) -> str:
     if len(xs) == 1:
         return f"{100 * xs[0]:.{digits}f}%"
     return f"{100 * mean(xs):.{digits}f} ± {100 * sd(xs):.{digits}f}% (n={len(xs)})"
+
+
+def measured(*values: float) -> bool:
+    """Whether every value is a number: NaN stands for what was not measured (an arm that did
+    not finish), and a check that uses it is unknown."""
+    return all(v == v for v in values)
+
+
+def best_of(values: Mapping[str, float]) -> str:
+    """The key of the highest value; one not measured (NaN) ranks below every number."""
+    return max(values, key=lambda k: values[k] if values[k] == values[k] else -1.0)
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:

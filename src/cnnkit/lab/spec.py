@@ -25,6 +25,7 @@ __all__ = [
     "Arm",
     "ArmRun",
     "Budget",
+    "Check",
     "Context",
     "Experiment",
     "FigureRef",
@@ -135,13 +136,17 @@ class FigureRef:
     caption: str
 
 
+# one check of a verdict: what was checked, and whether it holds (None: unknown)
+Check = tuple[str, bool | None]
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The verdict (one of :data:`VERDICTS`) and why: the checks made, each with its outcome."""
 
     verdict: str
     summary: str
-    checks: Sequence[tuple[str, bool | None]] = ()
+    checks: Sequence[Check] = ()
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -155,7 +160,7 @@ class Verdict:
         }
 
 
-def combine(checks: Sequence[tuple[str, bool | None]], summary: str) -> Verdict:
+def combine(checks: Sequence[Check], summary: str) -> Verdict:
     """All checks hold: reproduced; none: not reproduced; some: partly; any unknown: inconclusive."""
     if not checks or any(ok is None for _, ok in checks):
         return Verdict("inconclusive", summary, checks)

@@ -18,16 +18,18 @@ import torch
 from cnnkit.lab.common import (
     Column,
     arm_table,
+    best_of,
     budgets,
     by_arm,
     experiment,
     mean,
     measure_arms,
+    measured,
     pct,
     per_arm_table,
 )
 from cnnkit.lab.figures import Accuracy, Curves, Custom, new_figure, plots
-from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Check, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -66,7 +68,7 @@ def measure(ctx: Context) -> dict[str, Any]:
     arms = measure_arms(ctx)
     # speed of training: the mean training loss over the epochs (the area under the loss curve)
     auc = {k: mean([mean([float(h["train_loss"]) for h in r.history]) for r in ctx.ok_runs(k)]) for k in arms}
-    finite = [auc[k] for k in NON_SATURATING if auc[k] == auc[k]]
+    finite = [auc[k] for k in NON_SATURATING if measured(auc[k])]
     return {
         "arms": arms,
         "loss_auc": auc,
@@ -77,16 +79,16 @@ def measure(ctx: Context) -> dict[str, Any]:
 
 def judge(n: dict[str, Any]) -> Verdict:
     auc, med = n["loss_auc"], n["non_saturating_median"]
-    checks: list[tuple[str, bool | None]] = [
+    checks: list[Check] = [
         (
             f"{a} trains slower than the median non-saturating activation (mean training loss "
             f"{auc[a]:.3f} vs {med:.3f})",
-            None if auc[a] != auc[a] or med != med else auc[a] > med,
+            auc[a] > med if measured(auc[a], med) else None,
         )
         for a in SATURATING
     ]
     top = n["top1"]
-    best = max(top, key=lambda k: top[k] if top[k] == top[k] else -1.0)
+    best = best_of(top)
     return combine(
         checks,
         f"mean training loss: sigmoid {auc['sigmoid']:.3f}, tanh {auc['tanh']:.3f}, non-saturating median "

@@ -31,7 +31,7 @@ from cnnkit.lab.common import (
     top1_cell,
 )
 from cnnkit.lab.figures import Accuracy, Custom, new_figure, plots
-from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Check, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -77,7 +77,7 @@ def measure(ctx: Context) -> dict[str, Any]:
 
 def judge(n: dict[str, Any]) -> Verdict:
     arms, gain = n["arms"], n["gain"]
-    checks: list[tuple[str, bool | None]] = [
+    checks: list[Check] = [
         (
             f"{arms[k]['label']} raises test top-1 over no augmentation ({100 * gain[k]['mean']:+.2f} points, "
             f"{int(gain[k]['n'])} seed(s))",

@@ -16,7 +16,7 @@ from typing import Any
 
 from cnnkit.lab.common import arm_table, budgets, cost_table, experiment, measure_arms, pct
 from cnnkit.lab.figures import Custom, new_figure, plots
-from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Check, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -65,7 +65,7 @@ def judge(n: dict[str, Any]) -> Verdict:
     acc = d["test_top1_mean"]
     bigger = [r for r in RESNETS if a[r]["params"] > d["params"]]
     smaller = [r for r in RESNETS if a[r]["params"] <= d["params"]]
-    checks: list[tuple[str, bool | None]] = [
+    checks: list[Check] = [
         (
             "DenseNet is within 1 point of (or above) every ResNet with more parameters: "
             + (

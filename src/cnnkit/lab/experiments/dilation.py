@@ -19,7 +19,7 @@ from torch import nn
 
 from cnnkit.lab.common import SMOKE, budgets, experiment
 from cnnkit.lab.figures import Custom, new_figure, plots
-from cnnkit.lab.spec import About, Budget, Context, Table, Verdict, combine
+from cnnkit.lab.spec import About, Budget, Check, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT", "dilated_stack", "gradient_support"]
 
@@ -102,7 +102,7 @@ def measure(ctx: Context) -> dict[str, Any]:
 
 def judge(n: dict[str, Any]) -> Verdict:
     dil, std, exp = n["dilated"], n["standard"], n["expected"]
-    checks: list[tuple[str, bool | None]] = [
+    checks: list[Check] = [
         (
             f"dilated stack grows as 2^(i+1) - 1: {dil['rf_analysis']} (lecture: 3, 7, 15, ...)",
             dil["rf_analysis"] == exp["dilated"],

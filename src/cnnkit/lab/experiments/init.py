@@ -23,9 +23,18 @@ from typing import Any
 
 import torch
 
-from cnnkit.lab.common import arm_table, budgets, by_arm, experiment, load_test_split, measure_arms, pct
+from cnnkit.lab.common import (
+    arm_table,
+    budgets,
+    by_arm,
+    experiment,
+    load_test_split,
+    measure_arms,
+    measured,
+    pct,
+)
 from cnnkit.lab.figures import Accuracy, Curves, Custom, plots
-from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Check, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT", "STAT_SETTINGS", "init_statistics"]
 
@@ -145,8 +154,8 @@ def judge(n: dict[str, Any]) -> Verdict:
     acc = by_arm(arms, "test_top1_mean")
     small, large = s["tanh, N(0, 0.01^2)"], s["tanh, N(0, 1)"]
     xav_t, xav_r, kai = s["tanh, Xavier"], s["relu, Xavier"], s["relu, Kaiming"]
-    known = all(v == v for v in acc.values())
-    checks: list[tuple[str, bool | None]] = [
+    known = measured(*acc.values())
+    checks: list[Check] = [
         (
             f"N(0, 0.01^2): activations collapse (last/first std {small['std_ratio']:.1e} < 1e-2)",
             small["std_ratio"] < 1e-2,

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import arm_table, budgets, by_arm, experiment, measure_arms, pct
+from cnnkit.lab.common import arm_table, budgets, by_arm, experiment, measure_arms, measured, pct
 from cnnkit.lab.figures import Accuracy, Curves, plots
-from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Check, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -79,8 +79,8 @@ def measure(ctx: Context) -> dict[str, Any]:
 
 def judge(n: dict[str, Any]) -> Verdict:
     acc, bd, gd = n["top1"], n["bn_drop"], n["gn_drop"]
-    known = all(v == v for v in acc.values())
-    checks: list[tuple[str, bool | None]] = [
+    known = measured(*acc.values())
+    checks: list[Check] = [
         (
             f"batch norm trains better than no normalisation in the same epochs ({pct(acc['batch'])} vs {pct(acc['none'])})",
             acc["batch"] > acc["none"] if known else None,

@@ -24,12 +24,13 @@ from cnnkit.lab.common import (
     label_cell,
     mean,
     measure_arms,
+    measured,
     pct,
     per_arm_table,
     top1_cell,
 )
 from cnnkit.lab.figures import Curves, Custom, new_figure, plots
-from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Check, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -70,9 +71,9 @@ def measure(ctx: Context) -> dict[str, Any]:
 
 def judge(n: dict[str, Any]) -> Verdict:
     gap, arms = n["gap"], n["arms"]
-    checks: list[tuple[str, bool | None]] = []
+    checks: list[Check] = []
     for name in ("dropout", "drop_path"):
-        ok = gap[name] == gap[name] and gap["none"] == gap["none"]
+        ok = measured(gap[name], gap["none"])
         checks.append(
             (
                 f"{arms[name]['label']} narrows the train-test gap by at least 1 point "

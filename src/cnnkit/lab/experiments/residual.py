@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnkit.lab.common import arm_table, budgets, by_arm, experiment, measure_arms, pct
+from cnnkit.lab.common import arm_table, budgets, by_arm, experiment, measure_arms, measured, pct
 from cnnkit.lab.figures import Curves, plots
-from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Check, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -75,8 +75,8 @@ def measure(ctx: Context) -> dict[str, Any]:
 
 def judge(n: dict[str, Any]) -> Verdict:
     pg, rg = n["plain_gap"], n["residual_gap"]
-    known = pg == pg and rg == rg
-    checks: list[tuple[str, bool | None]] = [
+    known = measured(pg, rg)
+    checks: list[Check] = [
         (
             f"plain-56 ends with a training error at least 1 point above plain-20 (measured {100 * pg:+.2f})",
             pg >= MARGIN if known else None,

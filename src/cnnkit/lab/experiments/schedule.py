@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cnnkit.lab.common import arm_table, budgets, experiment, mean, measure_arms, pct
+from cnnkit.lab.common import arm_table, best_of, budgets, experiment, mean, measure_arms, measured, pct
 from cnnkit.lab.figures import Curves, Custom, new_figure, plots
-from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Check, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -108,8 +108,8 @@ def measure(ctx: Context) -> dict[str, Any]:
 def judge(n: dict[str, Any]) -> Verdict:
     acc = n["top1"]
     ls, ss = n["lr_spread"], n["schedule_spread"]
-    known = all(v == v for v in acc.values())
-    checks: list[tuple[str, bool | None]] = [
+    known = measured(*acc.values())
+    checks: list[Check] = [
         (
             f"the magnitude matters most: accuracy spread over lr 0.1..0.0001 ({100 * ls:.2f} points) exceeds "
             f"the spread over the five schedules at lr 0.1 ({100 * ss:.2f} points)",
@@ -126,7 +126,7 @@ def judge(n: dict[str, Any]) -> Verdict:
             acc["high_lr_warmup"] > acc["high_lr"] if known else None,
         ),
     ]
-    best = max(SWEEP, key=lambda k: acc[k] if acc[k] == acc[k] else -1.0)
+    best = best_of({k: acc[k] for k in SWEEP})
     return combine(
         checks,
         f"best peak rate {SWEEP[best]:g} ({pct(acc[best])}); schedules at 0.1 span {100 * ss:.2f} points, "

@@ -24,11 +24,12 @@ from cnnkit.lab.common import (
     load_model,
     load_test_split,
     measure_arms,
+    measured,
     paired_difference,
     run_meta,
 )
 from cnnkit.lab.figures import Accuracy, Curves, Custom, bar_figure, plots
-from cnnkit.lab.spec import About, Arm, ArmRun, Budget, Context, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, ArmRun, Budget, Check, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -99,7 +100,7 @@ def measure(ctx: Context) -> dict[str, Any]:
 
 def judge(n: dict[str, Any]) -> Verdict:
     ratio, cost = n["mult_add_ratio"], n["accuracy_cost"]["mean"]
-    checks: list[tuple[str, bool | None]] = [
+    checks: list[Check] = [
         (
             f"separable net needs 7-10x fewer mult-adds (measured {ratio:.2f}x)"
             if ratio
@@ -108,9 +109,9 @@ def judge(n: dict[str, Any]) -> Verdict:
         ),
         (
             f"accuracy cost of separable convolutions at most 2 points (measured {100 * cost:+.2f})"
-            if cost == cost
+            if measured(cost)
             else "accuracy cost (no finished runs)",
-            None if cost != cost else cost <= 0.02,
+            cost <= 0.02 if measured(cost) else None,
         ),
     ]
     return combine(

@@ -15,7 +15,7 @@ from typing import Any
 
 from cnnkit.lab.common import arm_table, budgets, cost_table, experiment, measure_arms, paired_difference
 from cnnkit.lab.figures import Curves, Custom, new_figure, plots
-from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict, combine
+from cnnkit.lab.spec import About, Arm, Budget, Check, Context, Table, Verdict, combine
 
 __all__ = ["EXPERIMENT"]
 
@@ -70,7 +70,7 @@ def judge(n: dict[str, Any]) -> Verdict:
         return Verdict(
             "inconclusive", f"the nets' parameter counts differ by {pr:.2f}x; not a fair comparison"
         )
-    checks: list[tuple[str, bool | None]] = [
+    checks: list[Check] = [
         (
             f"the wide net is at least as accurate, within 0.5 points ({100 * g['mean']:+.2f} points)",
             g["mean"] >= -0.005,
