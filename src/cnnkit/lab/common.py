@@ -114,7 +114,7 @@ def measured(*values: float) -> bool:
 
 def best_of(values: Mapping[str, float]) -> str:
     """The key of the highest value; one not measured (NaN) ranks below every number."""
-    return max(values, key=lambda k: values[k] if values[k] == values[k] else -1.0)
+    return max(values, key=lambda k: values[k] if measured(values[k]) else -1.0)
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
@@ -378,7 +378,7 @@ def paired_verdict(diff: Mapping[str, float], what: str) -> Verdict:
     partly.
     """
     n, m, se = int(diff["n"]), diff["mean"], diff["se"]
-    if n == 0 or m != m:
+    if n == 0 or not measured(m):
         return Verdict("inconclusive", f"no finished pair of runs for {what}")
     text = f"{what}: {100 * m:+.2f} points (mean over {n} seed(s)"
     text += f", standard error {100 * se:.2f})" if n > 1 else ")"
