@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-__all__ = ["check_input", "check_model_args", "fc_classifier", "init_weights", "set_input_constraints"]
+__all__ = ["check_input", "check_model_args", "fc_classifier", "set_input_constraints", "torchvision_init"]
 
 InitScheme = Literal["resnet", "vgg", "densenet", "googlenet"]
 
@@ -24,7 +24,7 @@ def check_model_args(who: str, *, num_classes: int, in_chans: int, **rates: floa
             raise ValueError(f"{who} needs {name} in [0, 1); got {name}={rate}")
 
 
-def init_weights(model: nn.Module, scheme: InitScheme) -> None:
+def torchvision_init(model: nn.Module, scheme: InitScheme) -> None:
     """Initialise ``model`` in place as torchvision initialises the family's models.
 
     Every scheme sets affine norms to the identity (weight 1, bias 0). Convolutions get He

@@ -34,7 +34,7 @@ from torch import nn
 from cnnkit.layers.act import ActLayer, get_act
 from cnnkit.layers.dense import DenseBlock, Transition
 from cnnkit.layers.norm import NormLayer, get_norm_layer
-from cnnkit.models._utils import check_model_args, init_weights, set_input_constraints
+from cnnkit.models._utils import check_model_args, set_input_constraints, torchvision_init
 from cnnkit.models.registry import register_model
 
 __all__ = [
@@ -177,7 +177,7 @@ class DenseNet(nn.Module):
         self.block_config = tuple(block_config)
 
         # torchvision's init (after the authors' Lua code): He-normal convs, identity norms, zero bias.
-        init_weights(self, "densenet")
+        torchvision_init(self, "densenet")
 
         set_input_constraints(
             self,

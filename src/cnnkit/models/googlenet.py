@@ -37,7 +37,7 @@ from torch import nn
 from cnnkit.layers.act import ActLayer, get_act
 from cnnkit.layers.inception import BasicConv2d, Inception
 from cnnkit.layers.norm import NormLayer
-from cnnkit.models._utils import check_model_args, init_weights, set_input_constraints
+from cnnkit.models._utils import check_model_args, set_input_constraints, torchvision_init
 from cnnkit.models.registry import register_model
 
 __all__ = ["INCEPTION_WIDTHS", "GoogLeNet", "GoogLeNetOutputs", "InceptionAux", "googlenet"]
@@ -165,7 +165,7 @@ class GoogLeNet(nn.Module):
         self.fc = nn.Linear(self.inception5b.out_channels, num_classes)
 
         # torchvision's initialisation: truncated N(0, 0.01^2) weights, norms as identity
-        init_weights(self, "googlenet")
+        torchvision_init(self, "googlenet")
 
         set_input_constraints(
             self, in_chans=in_chans, min_input_size=_MIN_INPUT_SIZE[small_input], small_input=small_input

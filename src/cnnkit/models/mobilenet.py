@@ -39,7 +39,7 @@ from cnnkit.layers.act import ActLayer, get_act
 from cnnkit.layers.conv import DepthwiseSeparableConv2d
 from cnnkit.layers.drop import Dropout
 from cnnkit.layers.norm import NormLayer, get_norm_layer
-from cnnkit.models._utils import check_model_args, init_weights, set_input_constraints
+from cnnkit.models._utils import check_model_args, set_input_constraints, torchvision_init
 from cnnkit.models.registry import register_model
 
 __all__ = ["MobileNetV1", "MobileNetV1Block", "mobilenet_v1", "mobilenet_v1_conv"]
@@ -165,7 +165,7 @@ class MobileNetV1(nn.Module):
         self.dropout = Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.classifier = nn.Linear(channels, num_classes)
 
-        init_weights(self, "vgg")  # torchvision's MobileNetV2 scheme
+        torchvision_init(self, "vgg")  # torchvision's MobileNetV2 scheme
         set_input_constraints(self, in_chans=in_chans, min_input_size=1, small_input=small_input)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

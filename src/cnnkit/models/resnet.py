@@ -56,7 +56,7 @@ from cnnkit.layers.residual import (
     conv3x3,
     make_downsample,
 )
-from cnnkit.models._utils import check_model_args, init_weights, set_input_constraints
+from cnnkit.models._utils import check_model_args, set_input_constraints, torchvision_init
 from cnnkit.models.registry import register_model
 
 __all__ = [
@@ -331,7 +331,7 @@ class ResNet(nn.Module):
         self.dropout = Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = nn.Linear(inplanes, num_classes)
 
-        init_weights(self, "resnet")
+        torchvision_init(self, "resnet")
         if zero_init_residual:
             _zero_init_residual(self)
         set_input_constraints(self, in_chans=in_chans, min_input_size=1, small_input=small_input)

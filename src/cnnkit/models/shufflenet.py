@@ -56,7 +56,7 @@ from cnnkit.layers.conv import DepthwiseConv2d, PointwiseConv2d
 from cnnkit.layers.drop import Dropout, DropPath, drop_path_rates
 from cnnkit.layers.norm import NormLayer, get_norm_layer
 from cnnkit.layers.shuffle import ChannelShuffle
-from cnnkit.models._utils import check_model_args, init_weights, set_input_constraints
+from cnnkit.models._utils import check_model_args, set_input_constraints, torchvision_init
 from cnnkit.models.registry import register_model
 
 __all__ = [
@@ -247,7 +247,7 @@ class ShuffleNetV1(nn.Module):
         self.dropout = Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = nn.Linear(channels, num_classes)
 
-        init_weights(self, "vgg")  # torchvision's mobile nets' scheme
+        torchvision_init(self, "vgg")  # torchvision's mobile nets' scheme
         set_input_constraints(self, in_chans=in_chans, min_input_size=1, small_input=small_input)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

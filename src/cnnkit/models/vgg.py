@@ -33,7 +33,7 @@ from torch import nn
 
 from cnnkit.layers.act import ActLayer, get_act
 from cnnkit.layers.norm import NormLayer, get_norm_layer
-from cnnkit.models._utils import check_model_args, fc_classifier, init_weights, set_input_constraints
+from cnnkit.models._utils import check_model_args, fc_classifier, set_input_constraints, torchvision_init
 from cnnkit.models.registry import register_model
 
 __all__ = [
@@ -147,7 +147,7 @@ class VGG(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((pooled, pooled))
         self.classifier = fc_classifier(c_last * pooled * pooled, num_classes, get_act(act_layer), drop_rate)
         # torchvision's initialisation (He et al. 2015, fan_out) for convs, N(0, 0.01^2) for FCs
-        init_weights(self, "vgg")
+        torchvision_init(self, "vgg")
         num_pools = sum(isinstance(m, nn.MaxPool2d) for m in self.features)
         set_input_constraints(self, in_chans=in_chans, min_input_size=2**num_pools, small_input=small_input)
 
