@@ -62,8 +62,8 @@ def start_session(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> Session:
     created, a run folder left empty by a failure) is undone through ``cleanup``.
     """
     rank, world, local_rank = _dist_env()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else None
-    device = device or torch.device(cfg.device)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if cfg.device == "auto" else cfg.device)
     given = cfg.resume or cfg.output
     out = Path(given) if given else None
     if world > 1:
