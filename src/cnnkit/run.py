@@ -49,6 +49,8 @@ import torch
 import yaml
 from torch import nn
 
+from cnnkit.models.registry import create_model
+
 __all__ = [
     "CONFIG",
     "FINAL",
@@ -369,7 +371,7 @@ def write_history(folder: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    import matplotlib  # here: matplotlib takes a second to import, and only a finished run draws
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -443,8 +445,6 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     from the hook its package registered. Returns the model in eval mode and the
     metadata (mean, std, classes...).
     """
-    from cnnkit.models.registry import create_model
-
     path = Path(run_dir)
     weights = path / WEIGHTS if path.is_dir() else path
     state, meta = load_weights(weights)

@@ -32,9 +32,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.data.sources import DatasetTensors, normalize
-from cnnkit.run import WEIGHTS, load_run, read_config, save_weights
+from cnnkit.analysis.summary import summarize
+from cnnkit.data.sources import DatasetTensors, load_dataset, normalize
+from cnnkit.deploy.decompose import decompose_with_plan, energy_for_budget
+from cnnkit.deploy.fuse import fuse_bn
+from cnnkit.deploy.latency import compare_latency
+from cnnkit.run import WEIGHTS, load_run, read_config, read_metrics, save_weights
 from cnnkit.train.config import TrainConfig
+from cnnkit.train.loop import evaluate, train
 
 __all__ = ["decompose_run", "finetune_config", "recalibrate_bn", "render_markdown"]
 
@@ -129,9 +134,6 @@ def _measure(
     std: torch.Tensor,
     eval_batch_size: int,
 ) -> dict[str, Any]:
-    from cnnkit.analysis.summary import summarize
-    from cnnkit.train.loop import evaluate
-
     size = tuple(int(v) for v in data.test_x.shape[1:])
     s = summarize(model, size)
     t0 = time.perf_counter()
@@ -148,8 +150,6 @@ def _measure(
 
 def _add_latencies(rows: list[dict[str, Any]], models: dict[str, nn.Module], size: tuple[int, ...]) -> None:
     """CPU latency of every variant at batch 1 and 64, interleaved (see :func:`compare_latency`)."""
-    from cnnkit.deploy.latency import compare_latency
-
     b1 = compare_latency(models, size, 1, rounds=30)
     b64 = compare_latency(models, size, 64, rounds=8, warmup=1)
     for row in rows:
@@ -229,9 +229,6 @@ def decompose_run(
     The dataset (and ``train_subset``, ``seed``, augmentation) default to the source run's
     ``config.yaml``. Returns the report.
     """
-    from cnnkit.deploy.decompose import decompose_with_plan, energy_for_budget
-    from cnnkit.deploy.fuse import fuse_bn
-
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     src = Path(run_dir)
     model, meta = load_run(src)
@@ -326,8 +323,6 @@ def _source_config(src: Path, meta: dict[str, Any], seed: int | None, **given: A
 
 
 def _load_data(cfg: dict[str, Any], meta: dict[str, Any]) -> DatasetTensors:
-    from cnnkit.data.sources import load_dataset
-
     data = load_dataset(
         cfg["dataset"],
         data_dir=cfg.get("data_dir"),
@@ -341,9 +336,6 @@ def _load_data(cfg: dict[str, Any], meta: dict[str, Any]) -> DatasetTensors:
 
 def _finetune(cfg: TrainConfig) -> tuple[nn.Module, list[dict[str, float]]]:
     """Train ``cfg`` (a :func:`finetune_config`); the fine-tuned model and its per-epoch loss and seconds."""
-    from cnnkit.run import read_metrics
-    from cnnkit.train.loop import train
-
     train(cfg)
     model, _ = load_run(cfg.output or "")
     history = [

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from cnnkit.data.sources import DatasetTensors
+from cnnkit.layers.init import init_weights
+from cnnkit.models.registry import create_model
 from cnnkit.run import load_model_state, load_run
 from cnnkit.train.config import TrainConfig, model_kwargs
 from cnnkit.train.optim import build_optimizer, ema_update_fn
@@ -31,9 +33,6 @@ def build_model(cfg: TrainConfig, data: DatasetTensors) -> tuple[nn.Module, dict
     with the config's ingredients and init scheme; or, with ``--initial-checkpoint``, the
     model of that run, its weights and structure (a decomposed model stays decomposed).
     """
-    from cnnkit.layers.init import init_weights
-    from cnnkit.models.registry import create_model
-
     c, h, w = data.image_shape
     if cfg.initial_checkpoint is not None:
         model, meta = load_run(cfg.initial_checkpoint)

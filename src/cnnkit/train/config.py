@@ -392,6 +392,7 @@ def resolve_config(given: dict[str, Any]) -> TrainConfig:
 
 def validate_config(cfg: TrainConfig) -> None:
     """Check every value that can be checked before any data is read; one clear line per problem."""
+    # imports in this module's functions: `cnnkit --help` reads its flags, and must not load torch
     from cnnkit.data.sources import check_dataset_name
     from cnnkit.layers.act import get_act
     from cnnkit.layers.init import INIT_SCHEMES

@@ -23,12 +23,11 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from cnnkit.train.config import TrainConfig
+from cnnkit.train.config import TrainConfig
 
 __all__ = ["SCHEDULES", "Schedule", "build_scheduler"]
 
@@ -78,8 +77,6 @@ class Schedule:
         mapping (fields it lacks take the dataclass defaults). The one place a schedule is
         made from a config: the trainer, ``cnnkit viz lr`` and the lab all call it.
         """
-        from cnnkit.train.config import TrainConfig
-
         if isinstance(cfg, Mapping):
             names = {f.name for f in dataclasses.fields(TrainConfig)}
             cfg = TrainConfig(**{k: v for k, v in cfg.items() if k in names})
