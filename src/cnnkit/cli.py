@@ -50,8 +50,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from cnnkit.train.config import resolve_config
     from cnnkit.train.loop import train
 
-    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "debug")}
-    final = train(resolve_config(given))
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "debug", "print_config")}
+    cfg, sources = resolve_config(given)
+    if args.print_config:
+        from cnnkit.train.loop import resolved_config_text
+
+        print(resolved_config_text(cfg, sources), end="")
+        return 0
+    final = train(cfg, sources)
     if final.get("test_top1") is not None and int(os.environ.get("RANK", "0")) == 0:
         print(
             f"{final['model']} on {final['dataset']}: test top-1 {100 * final['test_top1']:.2f}%, "
@@ -184,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a zoo model (default: fmnet on Fashion-MNIST)")
     add_train_args(p)
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config.yaml, each value with where it came from, and exit",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="top-1/top-5 of a trained run on a dataset's test split")

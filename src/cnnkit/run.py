@@ -61,6 +61,7 @@ __all__ = [
     "WriteError",
     "append_metrics",
     "atomic_write",
+    "config_text",
     "load_model_state",
     "load_run",
     "load_state",
@@ -292,9 +293,22 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(Path(path), write)
 
 
-def write_config(folder: Path, config: dict[str, Any]) -> None:
-    """``config.yaml``: the resolved training config as plain YAML, in field order."""
-    write_text(Path(folder) / CONFIG, yaml.safe_dump(config, sort_keys=False))
+def config_text(config: dict[str, Any], comments: dict[str, str] | None = None) -> str:
+    """``config.yaml``'s text: a ``key: value`` line per field, in order, with ``# comment`` where given
+    (where the value came from); ``yaml.safe_load`` reads it back to ``config``."""
+    lines = []
+    for key, value in config.items():
+        if isinstance(value, dict | list):
+            line = f"{key}: " + yaml.safe_dump(value, default_flow_style=True, width=2**31).strip()
+        else:
+            line = yaml.safe_dump({key: value}, width=2**31).strip()
+        lines.append(f"{line}  # {comments[key]}" if comments and key in comments else line)
+    return "\n".join(lines) + "\n"
+
+
+def write_config(folder: Path, config: dict[str, Any], comments: dict[str, str] | None = None) -> None:
+    """``config.yaml``: the resolved training config, in field order (:func:`config_text`)."""
+    write_text(Path(folder) / CONFIG, config_text(config, comments))
 
 
 def read_config(folder: str | Path, *, required: bool = True) -> dict[str, Any]:

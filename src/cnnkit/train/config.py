@@ -32,6 +32,7 @@ __all__ = [
     "TrainConfig",
     "add_train_args",
     "config_from_args",
+    "config_with_sources",
     "load_config",
     "model_kwargs",
     "parse_kwargs",
@@ -201,6 +202,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     "plain": {},
 }
+# The model a recipe's model-specific settings were tuned for, and those settings: another
+# model gets the fields' defaults for them, then its family's rule (cnnkit.train.defaults).
+RECIPE_TUNED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "default": ("fmnet", ("lr",)),
+    "accurate": ("fmnet", ("model_kwargs", "lr")),
+}
 
 
 def _field_type(f: dataclasses.Field[Any]) -> tuple[type, bool]:
@@ -253,6 +260,24 @@ class _KeyValueAction(argparse.Action):
             parser.error(str(e))
 
 
+# the values the default recipe fits to the model and the data (cnnkit.train.defaults)
+_FITTED = {
+    "batch_size": "256, halved until an epoch has 25 steps",
+    "lr": "the model family's rate scaled to the batch (fmnet: 0.2 at 256)",
+    "hflip": "0.5 where a flip keeps the label (Fashion-MNIST, CIFAR, image folders), else 0",
+    "warmup_epochs": "0.5, at least min(100 steps, 10%% of the run)",
+}
+
+
+def _default_text(name: str, value: Any) -> str:
+    """What ``cnnkit train --help`` says a flag defaults to: what the default recipe runs."""
+    if name in _FITTED:
+        return f"{_FITTED[name]}; see --print-config"
+    if name in RECIPES["default"] and RECIPES["default"][name] != value:
+        return f"{RECIPES['default'][name]} (--recipe plain: {value})"
+    return str(value).replace("%", "%%")
+
+
 def add_train_args(parser: argparse.ArgumentParser) -> None:
     """One flag per field; unset flags stay absent so a YAML file or recipe can supply them."""
     parser.add_argument("-c", "--config", help="YAML file of defaults (flags override it)")
@@ -260,7 +285,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         kind, is_list = _field_type(f)
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        help_ = f"{f.metadata.get('help', '')} (default: {default})"
+        help_ = f"{f.metadata.get('help', '')} (default: {_default_text(f.name, default)})"
         if kind is bool:
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_
@@ -332,6 +357,15 @@ def _check_types(data: dict[str, Any], where: str) -> None:
 
 def config_from_args(args: argparse.Namespace | dict[str, Any]) -> TrainConfig:
     """Merge defaults < recipe < YAML < flags into a :class:`TrainConfig`."""
+    return config_with_sources(args)[0]
+
+
+def config_with_sources(args: argparse.Namespace | dict[str, Any]) -> tuple[TrainConfig, dict[str, str]]:
+    """:func:`config_from_args`, and where each value came from: default, recipe, file or flag.
+
+    A recipe's model-specific settings (``RECIPE_TUNED``) apply only to the model they were
+    tuned for; for another model they fall back to the fields' defaults.
+    """
     given = dict(vars(args) if isinstance(args, argparse.Namespace) else args)
     yaml_path = given.pop("config", None)
     from_yaml = load_config(yaml_path) if yaml_path else {}
@@ -346,14 +380,23 @@ def config_from_args(args: argparse.Namespace | dict[str, Any]) -> TrainConfig:
                 + f"; choose from {', '.join(RECIPES)}"
             )
         merged.update(RECIPES[recipe])
-    merged.update(from_yaml)
     names = {f.name for f in dataclasses.fields(TrainConfig)}
+    sources = dict.fromkeys(names, "default") | dict.fromkeys(merged, "recipe")
+    merged.update(from_yaml)
+    sources.update(dict.fromkeys(from_yaml, "file"))
     flags = {k: v for k, v in given.items() if k in names}
     if "model_kwargs" in flags:  # per key: flags override the file's entries, others stay
         flags["model_kwargs"] = {**merged.get("model_kwargs", {}), **flags["model_kwargs"]}
     merged.update(flags)
+    sources.update(dict.fromkeys(flags, "flag"))
+    tuned_for, tuned = RECIPE_TUNED.get(recipe or "", (None, ()))
+    if merged.get("model", TrainConfig.model) != tuned_for:
+        for key in tuned:
+            if sources[key] == "recipe":
+                del merged[key]
+                sources[key] = "default"
     _check_keys(merged, "config")
-    return TrainConfig(**merged)
+    return TrainConfig(**merged), sources
 
 
 def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> TrainConfig:
@@ -371,20 +414,26 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> TrainConfig
     return TrainConfig(**{**saved, **given, "resume": str(run_dir), "output": str(run_dir)})
 
 
-def resolve_config(given: dict[str, Any]) -> TrainConfig:
-    """The one resolved config of a ``cnnkit train`` command line (``given``: its parsed flags).
+def resolve_config(given: dict[str, Any]) -> tuple[TrainConfig, dict[str, str]]:
+    """The one resolved config of a ``cnnkit train`` command line (``given``: its parsed flags),
+    and where each value came from.
 
     ``--resume RUN``: the run's config with the flags on top. Else defaults < recipe < YAML
     < flags; then, when torchrun restarts the workers of a run that has a checkpoint in
-    ``--output`` (``TORCHELASTIC_RESTART_COUNT`` > 0), the run continues from it.
+    ``--output`` (``TORCHELASTIC_RESTART_COUNT`` > 0), the run continues from it. The values
+    that depend on the data are fitted by the trainer (:func:`cnnkit.train.defaults.adapt`).
     """
     if given.get("resume"):
-        return resume_config(given["resume"], given)
-    cfg = config_from_args(given)
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        flags = {k for k in given if k in names and k not in ("resume", "output")}
+        sources = {k: ("flag" if k in flags else "run") for k in names}
+        return resume_config(given["resume"], given), sources
+    cfg, sources = config_with_sources(given)
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     if restarts and cfg.output and (Path(cfg.output) / "checkpoint.pt").exists():
         cfg = dataclasses.replace(cfg, resume=cfg.output)
-    return cfg
+        sources["resume"] = "torchrun restart"
+    return cfg, sources
 
 
 # ---------------------------------------------------------------- checks before any data

@@ -15,11 +15,14 @@ resolved and frozen before the loop (:mod:`cnnkit.train.config`); the loop only 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
+import shutil
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,10 +31,14 @@ from torch import nn
 
 from cnnkit.data.augment import cutmix, cutout, mixup, random_crop, random_flip
 from cnnkit.data.sources import DatasetTensors, load_dataset, normalize
+from cnnkit.models.registry import get_model_info
 from cnnkit.run import (
+    CONFIG,
+    METRICS,
     STATE,
     WEIGHTS,
     append_metrics,
+    config_text,
     load_state,
     save_state,
     save_weights,
@@ -41,14 +48,83 @@ from cnnkit.run import (
     write_metrics,
 )
 from cnnkit.train.build import Parts, build_model, build_parts, config_record, weights_metadata
-from cnnkit.train.config import TrainConfig, validate_config
+from cnnkit.train.config import RECIPE_TUNED, TrainConfig, validate_config
+from cnnkit.train.defaults import ADAPTIVE_RECIPES, adapt, banner
 from cnnkit.train.session import Session, all_reduce, check_disk_space, gather, start_session
 
-__all__ = ["TrainingError", "evaluate", "train"]
+__all__ = ["TrainingError", "evaluate", "resolved_config_text", "train"]
 
 
 class TrainingError(RuntimeError):
     """Training stopped (non-finite loss or gradient); the last good checkpoint is kept."""
+
+
+_MAX_RESTARTS = 3  # a learning rate cnnkit chose is divided by 4 at most this often
+
+
+class _Diverged(Exception):
+    def __init__(self, step: int, why: str) -> None:
+        super().__init__(why)
+        self.step, self.why = step, why
+
+
+class _DivergenceWatch:
+    """Catches a loss that explodes in the first epoch, step by step.
+
+    The loss has diverged when it is not finite, when it is far above the chance level
+    ``ln(K)`` of K classes (above ``max(3 ln K, ln K + 5)``: 7.3 for 10 classes; a fresh
+    network starts near ``ln K``), or when its running mean (decay 0.9) has risen for
+    ``RISING`` steps in a row to more than 1.5x its lowest value.
+    """
+
+    RISING = 25
+
+    def __init__(self, num_classes: int) -> None:
+        chance = math.log(max(num_classes, 2))
+        self.limit = max(3 * chance, chance + 5)
+        self.chance = chance
+        self.mean: float | None = None
+        self.lowest = math.inf
+        self.rising = 0
+
+    def update(self, step: int, loss: float) -> None:
+        if not math.isfinite(loss):
+            raise _Diverged(step, f"loss {loss}")
+        if loss > self.limit:
+            raise _Diverged(step, f"loss {loss:.3g}, far above the chance level ln(K) = {self.chance:.2f}")
+        previous, self.mean = self.mean, loss if self.mean is None else 0.9 * self.mean + 0.1 * loss
+        self.rising = self.rising + 1 if previous is not None and self.mean > previous else 0
+        self.lowest = min(self.lowest, self.mean)
+        if self.rising >= self.RISING and self.mean > 1.5 * self.lowest:
+            raise _Diverged(step, f"running loss rose for {self.rising} steps to {self.mean:.3g}")
+
+
+def _after_divergence(
+    run: _Run, d: _Diverged, restarts: int
+) -> tuple[TrainConfig, dict[str, str] | None]:
+    """A rate cnnkit chose: the config to restart with, at a quarter of it, said in one line.
+    A rate the user gave (or the last restart): stop, naming the rate and what to try.
+    Either way nothing this run wrote is kept."""
+    cfg, sources, out = run.cfg, run.sources, run.session.out
+    if run.session.is_main:
+        for name in (CONFIG, METRICS, STATE, WEIGHTS):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "tb", ignore_errors=True)
+    where = f"the loss diverged in epoch 1, step {d.step + 1} ({d.why})"
+    source = sources.get("lr", "flag") if sources is not None else "given"
+    if source.split()[0] in ("flag", "file", "run", "given") or restarts == _MAX_RESTARTS:
+        raise TrainingError(
+            f"{where} at lr {cfg.lr:g} ({source}); nothing was kept: "
+            f"try --lr {cfg.lr / 4:g}, or a smaller --batch-size"
+        )
+    lower = cfg.lr / 4
+    print(
+        f"{where} at lr {cfg.lr:g} ({source}); restarting from the initial weights at lr {lower:g}",
+        file=sys.stderr,
+        flush=True,
+    )
+    assert sources is not None
+    return dataclasses.replace(cfg, lr=lower), {**sources, "lr": f"{source}; / 4 after a divergence"}
 
 
 # ---------------------------------------------------------------- data
@@ -176,6 +252,8 @@ class _Run:
     mean: torch.Tensor
     std: torch.Tensor
     meta: dict[str, Any]  # model.safetensors' metadata
+    sources: dict[str, str] | None  # where each config value came from (None: all given)
+    watch: _DivergenceWatch | None = None  # the first epoch of a fresh run with an adaptive recipe
     writer: Any = None  # a tensorboard SummaryWriter with --log tensorboard
 
 
@@ -227,11 +305,16 @@ def _check_finite_weights(model: nn.Module, where: str) -> None:
 # ---------------------------------------------------------------- the loop
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
+def train(cfg: TrainConfig, sources: dict[str, str] | None = None) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.dataset``; returns the contents of ``final.json``.
 
-    The process-wide settings it changes (intra-op threads, deterministic mode, a process
-    group it created) are restored when it returns or raises.
+    ``sources`` says where each value came from (:func:`~cnnkit.train.config.resolve_config`):
+    the values cnnkit chose (``default``, ``recipe``) are fitted to the model and data
+    (:func:`~cnnkit.train.defaults.adapt`), and a loss that diverges in the first epoch
+    restarts the run at a quarter of a learning rate cnnkit chose; a rate the user gave
+    stops it instead (:class:`_DivergenceWatch`). Without ``sources`` every value is taken
+    as given. The process-wide settings it changes (intra-op threads, deterministic mode,
+    a process group it created) are restored when it returns or raises.
     """
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
 
@@ -246,31 +329,31 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         cleanup.callback(restore_determinism)
         validate_config(cfg)
         session = start_session(cfg, cleanup)
-        run, progress = _set_up(cfg, session, cleanup)
-        for epoch in range(progress.epoch, cfg.epochs):
-            row = _train_epoch(run, progress, epoch)
-            progress.history.append(row)
-            if session.is_main:
-                _save_epoch(run, progress, row)
-        return _finish(run, progress)
-    raise AssertionError("unreachable")  # pragma: no cover (ExitStack does not swallow exceptions)
+        for restarts in range(_MAX_RESTARTS + 1):
+            run, progress = _set_up(cfg, sources, session, cleanup)
+            try:
+                for epoch in range(progress.epoch, cfg.epochs):
+                    row = _train_epoch(run, progress, epoch)
+                    progress.history.append(row)
+                    if session.is_main:
+                        _save_epoch(run, progress, row)
+                return _finish(run, progress)
+            except _Diverged as d:
+                cfg, sources = _after_divergence(run, d, restarts)
+    raise AssertionError("unreachable")  # pragma: no cover (the last restart raises, ExitStack does not swallow)
 
 
-def _set_up(cfg: TrainConfig, session: Session, cleanup: contextlib.ExitStack) -> tuple[_Run, _Progress]:
-    """Read the data, build the model once (from the checkpoint when resuming), restore the state,
-    and write the run's config and its metrics so far."""
+def _set_up(
+    cfg: TrainConfig, sources: dict[str, str] | None, session: Session, cleanup: contextlib.ExitStack
+) -> tuple[_Run, _Progress]:
+    """Read the data, fit the defaults to it, build the model once (from the checkpoint when
+    resuming), restore the state, and write the run's config and its metrics so far."""
     out = session.out
     resume_state = load_state(out / STATE) if cfg.resume and (out / STATE).exists() else None
     if session.is_main and cfg.resume and resume_state is None:  # stopped before its first checkpoint
         print(f"{out}: no checkpoint yet; training from the start", file=sys.stderr)
-    data = load_dataset(
-        cfg.dataset,
-        data_dir=cfg.data_dir,
-        train_subset=cfg.train_subset,
-        seed=cfg.seed,
-        image_size=cfg.image_size,
-    )
-    data.keep_test_subset(cfg.test_subset)
+    data = _load_data(cfg)
+    cfg, sources = _fit(cfg, sources, data)
     torch.manual_seed(cfg.seed)
     model, inherited = build_model(cfg, data)
     if session.is_main:
@@ -291,14 +374,51 @@ def _set_up(cfg: TrainConfig, session: Session, cleanup: contextlib.ExitStack) -
         mean.to(session.device),
         std.to(session.device),
         meta,
+        sources,
     )
+    if resume_state is None and cfg.recipe in ADAPTIVE_RECIPES and session.world == 1:
+        run.watch = _DivergenceWatch(data.num_classes)
     _open_logger(run, cleanup)
     if session.is_main:
-        write_config(out, config_record(cfg, out))
+        if resume_state is None:
+            print(banner(cfg, sources, data, out), file=sys.stderr, flush=True)
+        write_config(out, config_record(cfg, out), sources)
         # the checkpoint's history is the record: a kill between a checkpoint and the
         # metrics line (or a half-written line) is repaired here
         write_metrics(out, progress.history)
     return run, progress
+
+
+def _load_data(cfg: TrainConfig) -> DatasetTensors:
+    data = load_dataset(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        train_subset=cfg.train_subset,
+        seed=cfg.seed,
+        image_size=cfg.image_size,
+    )
+    data.keep_test_subset(cfg.test_subset)
+    return data
+
+
+def _fit(
+    cfg: TrainConfig, sources: dict[str, str] | None, data: DatasetTensors
+) -> tuple[TrainConfig, dict[str, str] | None]:
+    """The values cnnkit chose, fitted to the model's family and the data (:func:`adapt`)."""
+    if sources is None:
+        return cfg, None
+    tuned_for = RECIPE_TUNED.get(cfg.recipe or "", (None, ()))[0]
+    family = get_model_info(cfg.model).family
+    return adapt(cfg, sources, n_train=len(data.train_y), family=family, tuned_for=tuned_for)
+
+
+def resolved_config_text(cfg: TrainConfig, sources: dict[str, str]) -> str:
+    """``cnnkit train --print-config``: the ``config.yaml`` this run would write, each value
+    with where it came from (the data is read, to fit the values that depend on it)."""
+    validate_config(cfg)
+    cfg, fitted = _fit(cfg, sources, _load_data(cfg))
+    out = cfg.resume or cfg.output
+    return config_text(config_record(cfg, Path(out)) if out else dataclasses.asdict(cfg), fitted)
 
 
 def _train_epoch(run: _Run, progress: _Progress, epoch: int) -> dict[str, Any]:
@@ -328,6 +448,8 @@ def _train_epoch(run: _Run, progress: _Progress, epoch: int) -> dict[str, Any]:
         with _autocast(device, cfg.amp):
             logits = parts.ddp_model(x)
         loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.smoothing)
+        if run.watch is not None and epoch == 0:
+            run.watch.update(step, float(loss.detach()))
         parts.optimizer.zero_grad(set_to_none=True)
         parts.scaler.scale(loss).backward()
         parts.scaler.unscale_(parts.optimizer)

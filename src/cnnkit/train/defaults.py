@@ -1,0 +1,144 @@
+"""Defaults that adapt to what is trained: the model's family, the dataset and its size.
+
+A recipe's settings were tuned for one model on one dataset (``default`` and ``accurate``:
+fmnet on Fashion-MNIST, batch 256). Applied as they are to another model or a small
+folder of images they fail (lr 0.2 diverges a ResNet-18; 6 steps an epoch leave half of
+them to warm-up; a flip changes a digit's label). So with those recipes, every value the
+user did not set is derived here from what is trained, and :func:`adapt` says which rule
+set it (the source shown by ``--print-config`` and written to ``config.yaml``):
+
+- **batch** (data rule): 256, halved until an epoch has at least ``MIN_STEPS_PER_EPOCH``
+  optimizer steps (down to 16);
+- **peak learning rate** (family rule): the family's paper rate per ``base`` images,
+  scaled linearly with the batch (Goyal et al. 2017; timm's ``lr_base``/``lr_base_size``).
+  The recipe's own rate, where it was tuned for this model, is scaled the same way;
+- **warm-up** (data rule): the recipe's, but at least ``min(100, 10% of the run)``
+  optimizer steps;
+- **horizontal flips** (data rule): only where a flip keeps the label (``FLIP_KEEPS_LABEL``).
+
+A value from a flag or a YAML file is never changed. The ``plain`` recipe adapts nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from cnnkit.data.sources import DatasetTensors
+from cnnkit.train.config import TrainConfig
+
+__all__ = ["ADAPTIVE_RECIPES", "FAMILY_LR", "FLIP_KEEPS_LABEL", "FamilyLR", "adapt", "banner", "batch_rule"]
+
+ADAPTIVE_RECIPES = ("default", "accurate")
+
+# Does a horizontal flip keep the label? Clothes and natural images: yes; digits and
+# characters: no (a mirrored 2 or a mirrored kana is another glyph or none); the synthetic
+# set's classes are fixed patterns, not mirror-symmetric. An image folder is assumed to hold
+# natural images (the run's first line says so, and --hflip 0 turns it off).
+FLIP_KEEPS_LABEL = {
+    "fashion-mnist": True,
+    "cifar10": True,
+    "cifar100": True,
+    "imagefolder": True,
+    "mnist": False,
+    "kmnist": False,
+    "synthetic": False,
+}
+
+
+class FamilyLR(NamedTuple):
+    lr: float  # peak learning rate (SGD with momentum) ...
+    per: int  # ... for a batch of this many images
+    source: str
+
+
+# Each family's peak rate from its paper (or the reference recipe that trains it with SGD),
+# per `per` images; scaled linearly to the run's batch.
+FAMILY_LR: dict[str, FamilyLR] = {
+    "fmnet": FamilyLR(0.2, 256, "cnnkit's default recipe, tuned on Fashion-MNIST"),
+    "resnet": FamilyLR(0.1, 256, "He et al. 2016: 0.1 at batch 256"),
+    "senet": FamilyLR(0.15, 256, "Hu et al. 2018: 0.6 at batch 1024"),
+    "densenet": FamilyLR(0.1, 64, "Huang et al. 2017: 0.1 at batch 64"),
+    "googlenet": FamilyLR(0.1, 256, "torchvision's reference recipe: 0.1 at batch 256"),
+    "vgg": FamilyLR(0.01, 256, "Simonyan & Zisserman 2015: 0.01 at batch 256"),
+    "alexnet": FamilyLR(0.01, 128, "Krizhevsky et al. 2012: 0.01 at batch 128"),
+    "mobilenet": FamilyLR(0.045, 256, "torchvision's reference recipe: 0.045 at batch 256 (SGD)"),
+    "shufflenet": FamilyLR(0.5, 1024, "Zhang et al. 2018: 0.5 at batch 1024"),
+}
+_FALLBACK_LR = FamilyLR(0.1, 256, "SGD's common 0.1 at batch 256")
+
+MIN_STEPS_PER_EPOCH = 25
+_MAX_BATCH, _MIN_BATCH = 256, 16
+_WARMUP_FLOOR_STEPS, _WARMUP_FLOOR_SHARE = 100, 0.1
+_CHOSEN = ("default", "recipe")  # sources cnnkit may replace; flags, files and runs it may not
+
+
+def batch_rule(n_train: int) -> int:
+    """256, halved while an epoch of ``n_train`` images would have fewer than ``MIN_STEPS_PER_EPOCH`` steps."""
+    batch = _MAX_BATCH
+    while batch > _MIN_BATCH and n_train // batch < MIN_STEPS_PER_EPOCH:
+        batch //= 2
+    return min(batch, max(n_train, 1))
+
+
+def adapt(
+    cfg: TrainConfig, sources: dict[str, str], *, n_train: int, family: str, tuned_for: str | None
+) -> tuple[TrainConfig, dict[str, str]]:
+    """The config with every value cnnkit chose (source ``default`` or ``recipe``) fitted to the data.
+
+    ``tuned_for`` is the model the recipe's learning rate was tuned for (None: none); the
+    returned sources name the rule behind each changed value.
+    """
+    if cfg.recipe not in ADAPTIVE_RECIPES:
+        return cfg, sources
+    sources, new = dict(sources), dict[str, Any]()
+    batch = cfg.batch_size
+    if sources.get("batch_size") == "default":
+        batch = new["batch_size"] = batch_rule(n_train)
+        sources["batch_size"] = f"data rule: >= {MIN_STEPS_PER_EPOCH} steps an epoch of {n_train} images"
+    if sources.get("lr") in _CHOSEN:
+        if sources["lr"] == "recipe" and cfg.model == tuned_for:
+            new["lr"] = cfg.lr * batch / _MAX_BATCH
+            sources["lr"] = f"recipe ({cfg.lr:g} at batch {_MAX_BATCH}), scaled to batch {batch}"
+        else:
+            rule = FAMILY_LR.get(family, _FALLBACK_LR)
+            new["lr"] = rule.lr * batch / rule.per
+            sources["lr"] = f"family rule ({family}: {rule.source}), scaled to batch {batch}"
+    if sources.get("hflip") in _CHOSEN:
+        keeps = FLIP_KEEPS_LABEL.get(cfg.dataset, False)
+        new["hflip"] = (cfg.hflip or 0.5) if keeps else 0.0
+        sources["hflip"] = f"data rule: a flip {'keeps' if keeps else 'changes'} a {cfg.dataset} label"
+    if sources.get("warmup_epochs") in _CHOSEN and cfg.warmup_epochs > 0:
+        steps = max(n_train // batch, 1)
+        floor = min(_WARMUP_FLOOR_STEPS, int(_WARMUP_FLOOR_SHARE * steps * cfg.epochs))
+        if round(cfg.warmup_epochs * steps) < floor:
+            new["warmup_epochs"] = floor / steps
+            sources["warmup_epochs"] = f"data rule: at least {floor} steps (min(100, 10% of the run))"
+    return dataclasses.replace(cfg, **new), sources
+
+
+def _why(sources: dict[str, str] | None, key: str) -> str:
+    """The first word(s) of a value's source: ``flag``, ``recipe``, ``family rule``, ``data rule``..."""
+    if sources is None:
+        return "given"
+    return sources.get(key, "default").split(":")[0].split(" (")[0].split(",")[0]
+
+
+def banner(cfg: TrainConfig, sources: dict[str, str] | None, data: DatasetTensors, out: Path) -> str:
+    """The first line of a run: what it trains on what, and the settings it chose, with their source."""
+    c, h, w = data.image_shape
+    steps = max(len(data.train_y) // cfg.batch_size, 1)
+    aug = [f"flip {cfg.hflip:g} ({_why(sources, 'hflip')})"] if cfg.hflip else ["no flip"]
+    aug += [f"crop {cfg.crop_pad} px"] * bool(cfg.crop_pad) + [f"cutout {cfg.cutout}"] * bool(cfg.cutout)
+    aug += [f"mixup {cfg.mixup:g}"] * bool(cfg.mixup) + [f"cutmix {cfg.cutmix:g}"] * bool(cfg.cutmix)
+    aug += [f"smoothing {cfg.smoothing:g}"] * bool(cfg.smoothing)
+    line = (
+        f"{cfg.model} on {cfg.dataset} ({len(data.train_y):,} images {c}x{h}x{w}, {data.num_classes} classes): "
+        f"{cfg.epochs} epochs, batch {cfg.batch_size} ({_why(sources, 'batch_size')}), "
+        f"lr {cfg.lr:.4g} ({_why(sources, 'lr')}), warm-up {round(cfg.warmup_epochs * steps)} steps, "
+        f"{', '.join(aug)}; run folder {out}"
+    )
+    if cfg.dataset == "imagefolder" and cfg.hflip and sources and sources.get("hflip", "").startswith("data"):
+        line += " (flips: an image folder is taken for natural images; --hflip 0 if a flip changes a label)"
+    return line
