@@ -1,0 +1,146 @@
+"""Defaults fitted to what is trained (cnnkit.train.defaults): the rules on fixed numbers, the
+sources of every value, --print-config against what a run writes, and divergence in the
+first epoch (a stop for a rate the user gave, a restart for one cnnkit chose)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnnkit import cli
+from cnnkit.train import defaults
+from cnnkit.train.config import RECIPES, TrainConfig, config_with_sources, resolve_config, validate_config
+from cnnkit.train.defaults import FAMILY_LR, adapt, batch_rule
+from cnnkit.train.loop import TrainingError, train
+
+# a small synthetic run under the default recipe (the adaptive one); 2,048 images of 12x12
+SMALL = [
+    "--dataset", "synthetic", "--image-size", "12", "--train-subset", "2048", "--test-subset", "64",
+    "--model", "fmnet", "--model-kwargs", "widths=[8,16,32]", "stem_width=8",
+    "--threads", "1", "--no-progress", "--epochs", "1",
+]  # fmt: skip
+
+
+def resolved(*flags: str) -> tuple[TrainConfig, dict[str, str]]:
+    args = cli.build_parser().parse_args(["train", *flags])
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "debug", "print_config")}
+    return resolve_config(given)
+
+
+def fitted(n_train: int, *flags: str, family: str = "resnet") -> tuple[TrainConfig, dict[str, str]]:
+    cfg, sources = resolved(*flags)
+    return adapt(cfg, sources, n_train=n_train, family=family, tuned_for="fmnet")
+
+
+def test_batch_rule_leaves_25_steps_an_epoch() -> None:
+    assert batch_rule(60_000) == 256  # Fashion-MNIST: 234 steps
+    assert batch_rule(10_000) == 256  # 39 steps
+    assert batch_rule(1_400) == 32  # 43 steps (64 would give 21)
+    assert batch_rule(300) == 16  # the floor, even below 25 steps
+    assert batch_rule(10) == 10  # never larger than the data
+    assert all(n // batch_rule(n) >= 25 for n in range(16 * 25, 70_000, 997))
+
+
+def test_family_rate_scales_linearly_with_the_batch() -> None:
+    cfg, sources = fitted(1_400, "--model", "resnet18")
+    assert cfg.batch_size == 32
+    rule = FAMILY_LR["resnet"]
+    assert cfg.lr == pytest.approx(rule.lr * 32 / rule.per)
+    assert sources["lr"].startswith("family rule") and sources["batch_size"].startswith("data rule")
+    # the model the recipe was tuned for keeps the recipe's rate, scaled to the batch
+    cfg, sources = fitted(60_000, family="fmnet")
+    assert (cfg.lr, cfg.batch_size) == (RECIPES["default"]["lr"], 256)
+    cfg, _ = fitted(1_400, family="fmnet")
+    assert cfg.lr == pytest.approx(RECIPES["default"]["lr"] * 32 / 256)
+
+
+def test_flips_only_where_a_flip_keeps_the_label() -> None:
+    for dataset, keeps in (("fashion-mnist", True), ("cifar10", True), ("mnist", False), ("kmnist", False)):
+        cfg, sources = fitted(60_000, "--dataset", dataset)
+        assert cfg.hflip == (0.5 if keeps else 0.0), dataset
+        assert sources["hflip"].startswith("data rule")
+    cfg, sources = fitted(60_000, "--dataset", "mnist", "--hflip", "0.3")  # a flag is never changed
+    assert (cfg.hflip, sources["hflip"]) == (0.3, "flag")
+
+
+def test_warm_up_has_a_floor_in_steps_but_a_flag_is_kept() -> None:
+    # 1,400 images, batch 32: 43 steps an epoch; 10 epochs: 430 steps; floor min(100, 43) = 43 > 21.5
+    cfg, sources = fitted(1_400, "--epochs", "10", "--warmup-epochs", "0.1")
+    assert cfg.warmup_epochs == 0.1 and sources["warmup_epochs"] == "flag"
+    cfg, sources = fitted(1_400, "--epochs", "10")
+    steps = 1_400 // 32
+    assert round(cfg.warmup_epochs * steps) == min(100, int(0.1 * steps * 10))
+    assert sources["warmup_epochs"].startswith("data rule")
+
+
+def test_plain_recipe_and_given_values_adapt_nothing() -> None:
+    cfg, sources = resolved("--recipe", "plain", "--model", "resnet18")
+    assert adapt(cfg, sources, n_train=1_400, family="resnet", tuned_for=None) == (cfg, sources)
+    cfg, sources = fitted(1_400, "--lr", "0.3", "--batch-size", "64")
+    assert (cfg.lr, cfg.batch_size) == (0.3, 64)
+
+
+def test_accurate_recipe_with_another_model_drops_fmnets_settings() -> None:
+    cfg, sources = config_with_sources({"recipe": "accurate", "model": "resnet18"})
+    assert cfg.model_kwargs == {} and sources["model_kwargs"] == "default"
+    assert sources["lr"] == "default"  # then the family rule
+    assert cfg.model_ema and cfg.tta  # the recipe's general settings stay
+    validate_config(cfg)  # builds resnet18 on the meta device: no fmnet widths passed to it
+
+
+def test_print_config_is_what_the_run_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert cli.main(["train", *SMALL, "--output", str(out), "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert not out.exists()  # --print-config trains nothing
+    assert "batch_size: 64  # data rule" in printed and "lr: 0.05  # recipe" in printed
+    assert cli.main(["train", *SMALL, "--output", str(out)]) == 0
+    assert (out / "config.yaml").read_text() == printed
+    assert yaml.safe_load(printed)["batch_size"] == 64
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("fmnet on synthetic (2,048 images 1x12x12, 10 classes): 1 epochs, batch 64 (data rule)")
+
+
+def test_divergence_with_a_given_rate_stops_and_keeps_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg, sources = resolved(*SMALL, "--lr", "1000", "--output", str(out))
+    with pytest.raises(TrainingError, match=r"loss diverged in epoch 1, step \d+ .* at lr 1000 \(flag\); nothing"):
+        train(cfg, sources)
+    assert not out.exists()
+
+
+def test_divergence_watch_on_fixed_losses() -> None:
+    from cnnkit.train.loop import _Diverged, _DivergenceWatch
+
+    watch = _DivergenceWatch(10)  # chance ln 10 = 2.30; limit max(6.9, 7.3) = 7.3
+    for step, loss in enumerate([2.4, 2.2, 7.2, 1.9]):
+        watch.update(step, loss)  # a spike below the limit is not a divergence
+    with pytest.raises(_Diverged, match="far above the chance level"):
+        watch.update(4, 7.4)
+    with pytest.raises(_Diverged, match="loss nan"):
+        _DivergenceWatch(10).update(0, math.nan)
+    rising = _DivergenceWatch(10)
+    with pytest.raises(_Diverged, match="rose for 25 steps"):
+        for step in range(100):
+            rising.update(step, 1.0 + 0.05 * step)  # a steady climb from 1.0, below the limit
+
+
+def test_divergence_with_a_chosen_rate_restarts_lower(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a family rule gone wrong: fmnet's rate 2,000x too high, and no recipe rate tuned for it
+    monkeypatch.setitem(defaults.FAMILY_LR, "fmnet", defaults.FamilyLR(400.0, 64, "a bad rule"))
+    monkeypatch.setattr("cnnkit.train.loop.RECIPE_TUNED", {})
+    out = tmp_path / "run"
+    cfg, sources = resolved(*SMALL, "--output", str(out))
+    final = train(cfg, sources)
+    err = capsys.readouterr().err
+    assert "at lr 400 (family rule" in err and "restarting from the initial weights at lr 100\n" in err
+    assert final["test_top1"] is not None
+    written = yaml.safe_load((out / "config.yaml").read_text())["lr"]
+    restarts = round(math.log(400.0 / written, 4))
+    assert restarts >= 1 and written == pytest.approx(400.0 / 4**restarts)
+    assert "/ 4 after a divergence" in (out / "config.yaml").read_text()
