@@ -144,3 +144,20 @@ def test_divergence_with_a_chosen_rate_restarts_lower(
     restarts = round(math.log(400.0 / written, 4))
     assert restarts >= 1 and written == pytest.approx(400.0 / 4**restarts)
     assert "/ 4 after a divergence" in (out / "config.yaml").read_text()
+
+
+def test_lr_auto_runs_the_range_test_and_records_its_choice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    cfg, sources = resolved(*SMALL, "--lr", "auto", "--output", str(out))
+    assert cfg.lr_find and sources["lr"] == "auto"
+    train(cfg, sources)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("fmnet on synthetic") and "(auto)" in lines[0]
+    assert lines[1].startswith("--lr auto: lr ") and "by steep" in lines[1]
+    text = (out / "config.yaml").read_text()
+    written = yaml.safe_load(text)["lr"]
+    assert 1e-4 <= written <= 1.0 and f"lr: {written}  # auto: lr " in text
+    assert (out / "lr_find.png").stat().st_size > 0
+    assert yaml.safe_load((out / "lr_find.json").read_text())["lr"] == written

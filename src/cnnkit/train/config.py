@@ -96,7 +96,11 @@ class TrainConfig:
     epochs: int = field(default=10, metadata={"help": "epochs to train"})
     batch_size: int = field(default=256, metadata={"help": "global batch size"})
     opt: str = field(default="sgd", metadata={"help": "sgd, adam, adamw"})
-    lr: float = field(default=0.1, metadata={"help": "peak learning rate"})
+    lr: float = field(default=0.1, metadata={"help": "peak learning rate, or auto: a range test chooses it"})
+    lr_find: bool = field(
+        default=False,
+        metadata={"help": "choose the peak rate by a learning-rate range test of 100 steps (= --lr auto)"},
+    )
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum / Adam beta1"})
     nesterov: bool = field(default=True, metadata={"help": "Nesterov momentum for SGD"})
     weight_decay: float = field(default=5e-4, metadata={"help": "weight decay"})
@@ -301,8 +305,22 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
             )
         else:
             parser.add_argument(
-                flag, type=kind, nargs="+" if is_list else None, default=argparse.SUPPRESS, help=help_
+                flag,
+                type=_rate_or_auto if f.name == "lr" else kind,
+                nargs="+" if is_list else None,
+                default=argparse.SUPPRESS,
+                help=help_,
             )
+
+
+def _rate_or_auto(text: str) -> float | str:
+    """``--lr``: a number, or ``auto`` (the range test, :mod:`cnnkit.train.lr_find`)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto; got {text!r}") from None
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -385,6 +403,10 @@ def config_with_sources(args: argparse.Namespace | dict[str, Any]) -> tuple[Trai
     merged.update(from_yaml)
     sources.update(dict.fromkeys(from_yaml, "file"))
     flags = {k: v for k, v in given.items() if k in names}
+    if flags.get("lr") == "auto":  # the range test chooses it; until then, the default's rule
+        del flags["lr"]
+        flags["lr_find"] = True
+        sources["lr"] = "auto"
     if "model_kwargs" in flags:  # per key: flags override the file's entries, others stay
         flags["model_kwargs"] = {**merged.get("model_kwargs", {}), **flags["model_kwargs"]}
     merged.update(flags)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import shutil
 import sys
@@ -46,10 +47,13 @@ from cnnkit.run import (
     write_final,
     write_history,
     write_metrics,
+    write_text,
 )
 from cnnkit.train.build import Parts, build_model, build_parts, config_record, weights_metadata
 from cnnkit.train.config import RECIPE_TUNED, TrainConfig, validate_config
 from cnnkit.train.defaults import ADAPTIVE_RECIPES, adapt, banner
+from cnnkit.train.lr_find import find_lr, plot_lr_find
+from cnnkit.train.optim import build_optimizer
 from cnnkit.train.session import Session, all_reduce, check_disk_space, gather, start_session
 
 __all__ = ["TrainingError", "evaluate", "resolved_config_text", "train"]
@@ -60,6 +64,7 @@ class TrainingError(RuntimeError):
 
 
 _MAX_RESTARTS = 3  # a learning rate cnnkit chose is divided by 4 at most this often
+_RANGE_TEST_STEPS = 100  # the length DEFAULT_RULE was measured at (cnnkit.train.lr_find)
 
 
 class _Diverged(Exception):
@@ -124,7 +129,8 @@ def _after_divergence(
         flush=True,
     )
     assert sources is not None
-    return dataclasses.replace(cfg, lr=lower), {**sources, "lr": f"{source}; / 4 after a divergence"}
+    restart = dataclasses.replace(cfg, lr=lower, lr_find=False)  # the range test is not run again
+    return restart, {**sources, "lr": f"{source}; / 4 after a divergence"}
 
 
 # ---------------------------------------------------------------- data
@@ -361,6 +367,9 @@ def _set_up(
     mean, std = data.mean_std()
     meta = {**weights_metadata(cfg, data, model, mean, std), **inherited}
     batches = _Batches(len(data.train_y), cfg.batch_size, cfg.seed, session.rank, session.world)
+    said = ""
+    if cfg.lr_find and resume_state is None:
+        cfg, sources, said = _range_test(cfg, sources, session, model, data, batches, mean, std)
     parts = build_parts(cfg, model, batches.steps, session.device, session.world, resume_state, out / STATE)
     progress = _restore(resume_state, session)
     run = _Run(
@@ -381,12 +390,62 @@ def _set_up(
     _open_logger(run, cleanup)
     if session.is_main:
         if resume_state is None:
-            print(banner(cfg, sources, data, out), file=sys.stderr, flush=True)
+            print(banner(cfg, sources, data, out) + said, file=sys.stderr, flush=True)
         write_config(out, config_record(cfg, out), sources)
         # the checkpoint's history is the record: a kill between a checkpoint and the
         # metrics line (or a half-written line) is repaired here
         write_metrics(out, progress.history)
     return run, progress
+
+
+def _range_test(
+    cfg: TrainConfig,
+    sources: dict[str, str] | None,
+    session: Session,
+    model: nn.Module,
+    data: DatasetTensors,
+    batches: _Batches,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+) -> tuple[TrainConfig, dict[str, str] | None, str]:
+    """``--lr auto``: the config at the peak rate a range test reads off the model's own loss
+    (:func:`~cnnkit.train.lr_find.find_lr`, 100 steps of the run's batches, optimizer and
+    augmentation, from the initial weights, which it puts back); ``lr_find.png`` and
+    ``lr_find.json`` go to the run folder; the line that says so follows the run's first."""
+    device = session.device
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    order = batches.epoch(-1)  # a batch order of its own, not epoch 0's
+    mean, std = mean.to(device), std.to(device)
+    gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(cfg.seed - 1)
+
+    def step_loss(i: int) -> torch.Tensor:
+        idx = order[i % len(order)].to(device)
+        x = normalize(data.train_x[idx].to(device), mean, std, channels_last=cfg.channels_last)
+        x, target = _augment(x, data.train_y[idx].to(device), cfg, data.num_classes, gen)
+        with _autocast(device, cfg.amp):
+            logits = model(x)
+        return F.cross_entropy(logits.float(), target, label_smoothing=cfg.smoothing)
+
+    def optimizer(lr: float) -> torch.optim.Optimizer:
+        return build_optimizer(
+            model,
+            cfg.opt,
+            lr=lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+            decay_norm_bias=cfg.decay_norm_bias,
+        )
+
+    found = find_lr(model, step_loss, optimizer, steps=_RANGE_TEST_STEPS)
+    share = _RANGE_TEST_STEPS / max(batches.steps * cfg.epochs, 1)
+    if session.is_main:
+        plot_lr_find(found, session.out / "lr_find.png")
+        write_text(session.out / "lr_find.json", json.dumps(found.to_dict()) + "\n")
+    said = f"\n--lr auto: {found.rule}; the test took {100 * share:.0f}% of the run's steps"
+    return dataclasses.replace(cfg, lr=found.lr), {**(sources or {}), "lr": f"auto: {found.rule}"}, said
 
 
 def _load_data(cfg: TrainConfig) -> DatasetTensors:
