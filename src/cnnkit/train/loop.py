@@ -439,13 +439,21 @@ def _range_test(
             decay_norm_bias=cfg.decay_norm_bias,
         )
 
-    found = find_lr(model, step_loss, optimizer, steps=_RANGE_TEST_STEPS)
-    share = _RANGE_TEST_STEPS / max(batches.steps * cfg.epochs, 1)
+    # one test, on rank 0 (its shard of the batches), whose rate every rank takes: ranks that
+    # each read their own curve would choose different rates and drift apart
+    choice: list[Any] = [None, ""]
     if session.is_main:
+        found = find_lr(model, step_loss, optimizer, steps=_RANGE_TEST_STEPS)
         plot_lr_find(found, session.out / "lr_find.png")
         write_text(session.out / "lr_find.json", json.dumps(found.to_dict()) + "\n")
-    said = f"\n--lr auto: {found.rule}; the test took {100 * share:.0f}% of the run's steps"
-    return dataclasses.replace(cfg, lr=found.lr), {**(sources or {}), "lr": f"auto: {found.rule}"}, said
+        choice = [found.lr, found.rule]
+    if session.world > 1:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(choice, src=0)
+    share = _RANGE_TEST_STEPS / max(batches.steps * cfg.epochs, 1)
+    said = f"\n--lr auto: {choice[1]}; the test took {100 * share:.0f}% of the run's steps"
+    return dataclasses.replace(cfg, lr=choice[0]), {**(sources or {}), "lr": f"auto: {choice[1]}"}, said
 
 
 def _load_data(cfg: TrainConfig) -> DatasetTensors:
