@@ -23,7 +23,7 @@ from cnnkit.train.config import TrainConfig, model_kwargs
 from cnnkit.train.optim import build_optimizer, ema_update_fn
 from cnnkit.train.schedule import Schedule, build_scheduler
 
-__all__ = ["Parts", "build_model", "build_parts", "config_record", "weights_metadata"]
+__all__ = ["Parts", "build_model", "build_parts", "config_record", "make_optimizer", "weights_metadata"]
 
 
 def build_model(cfg: TrainConfig, data: DatasetTensors) -> tuple[nn.Module, dict[str, Any]]:
@@ -144,15 +144,7 @@ def build_parts(
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(
-        model,
-        cfg.opt,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
-        decay_norm_bias=cfg.decay_norm_bias,
-    )
+    optimizer = make_optimizer(cfg, model, cfg.lr)
     schedule = Schedule.from_config(cfg, steps_per_epoch)
     ema = None
     if cfg.model_ema:
@@ -183,6 +175,19 @@ def build_parts(
     if resume_state is not None:
         parts.load_state_dict(resume_state)
     return parts
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The run's optimizer (``--opt``, momentum, Nesterov, weight decay) over ``model`` at ``lr``."""
+    return build_optimizer(
+        model,
+        cfg.opt,
+        lr=lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+        decay_norm_bias=cfg.decay_norm_bias,
+    )
 
 
 def _restore_scheduler(

@@ -49,11 +49,17 @@ from cnnkit.run import (
     write_metrics,
     write_text,
 )
-from cnnkit.train.build import Parts, build_model, build_parts, config_record, weights_metadata
+from cnnkit.train.build import (
+    Parts,
+    build_model,
+    build_parts,
+    config_record,
+    make_optimizer,
+    weights_metadata,
+)
 from cnnkit.train.config import RECIPE_TUNED, TrainConfig, validate_config
 from cnnkit.train.defaults import ADAPTIVE_RECIPES, adapt, banner
 from cnnkit.train.lr_find import find_lr, plot_lr_find
-from cnnkit.train.optim import build_optimizer
 from cnnkit.train.session import Session, all_reduce, check_disk_space, gather, start_session
 
 __all__ = ["TrainingError", "evaluate", "resolved_config_text", "train"]
@@ -428,22 +434,11 @@ def _range_test(
             logits = model(x)
         return F.cross_entropy(logits.float(), target, label_smoothing=cfg.smoothing)
 
-    def optimizer(lr: float) -> torch.optim.Optimizer:
-        return build_optimizer(
-            model,
-            cfg.opt,
-            lr=lr,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov,
-            weight_decay=cfg.weight_decay,
-            decay_norm_bias=cfg.decay_norm_bias,
-        )
-
     # one test, on rank 0 (its shard of the batches), whose rate every rank takes: ranks that
     # each read their own curve would choose different rates and drift apart
     choice: list[Any] = [None, ""]
     if session.is_main:
-        found = find_lr(model, step_loss, optimizer, steps=_RANGE_TEST_STEPS)
+        found = find_lr(model, step_loss, lambda lr: make_optimizer(cfg, model, lr), steps=_RANGE_TEST_STEPS)
         plot_lr_find(found, session.out / "lr_find.png")
         write_text(session.out / "lr_find.json", json.dumps(found.to_dict()) + "\n")
         choice = [found.lr, found.rule]
