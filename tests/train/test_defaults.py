@@ -76,6 +76,37 @@ def test_warm_up_has_a_floor_in_steps_but_a_flag_is_kept() -> None:
     assert sources["warmup_epochs"].startswith("data rule")
 
 
+def test_residual_branches_start_at_zero_where_the_model_has_them() -> None:
+    # Goyal et al. 2017, sec. 5.1: each residual branch's last BN scale is 0, so every block
+    # starts as its shortcut: a stride-1 basic block returns relu(x) for any input.
+    import torch
+
+    from cnnkit.models import create_model
+
+    assert [
+        defaults.takes_zero_init(m) for m in ("resnet18", "resnext50_32x4d", "seresnet18", "wrn_16_4")
+    ] == [True] * 4
+    assert not any(defaults.takes_zero_init(m) for m in ("plain18", "vgg11_bn", "mobilenet_v1", "fmnet"))
+    cfg, sources = resolved("--model", "resnet20")
+    cfg, sources = adapt(cfg, sources, n_train=1_400, family="resnet", tuned_for="fmnet", zero_init=True)
+    assert cfg.model_kwargs == {"zero_init_residual": True} and sources["model_kwargs"].startswith(
+        "family rule"
+    )
+    model = create_model("resnet20", num_classes=10, in_chans=1, **cfg.model_kwargs).eval()
+    block = model.layer1[0]
+    x = torch.randn(2, 16, 8, 8)
+    torch.testing.assert_close(block(x), torch.relu(x))
+    # a flag is kept, and the model the recipe was tuned for is left as tuned
+    cfg, sources = resolved("--model", "resnet20", "--model-kwargs", "widths=[8,16,32]")
+    cfg, _ = adapt(cfg, sources, n_train=1_400, family="resnet", tuned_for="fmnet", zero_init=True)
+    assert cfg.model_kwargs == {"widths": [8, 16, 32]}
+    cfg, sources = resolved()
+    assert (
+        adapt(cfg, sources, n_train=60_000, family="fmnet", tuned_for="fmnet", zero_init=True)[0].model_kwargs
+        == {}
+    )
+
+
 def test_plain_recipe_and_given_values_adapt_nothing() -> None:
     cfg, sources = resolved("--recipe", "plain", "--model", "resnet18")
     assert adapt(cfg, sources, n_train=1_400, family="resnet", tuned_for=None) == (cfg, sources)
@@ -101,13 +132,17 @@ def test_print_config_is_what_the_run_writes(tmp_path: Path, capsys: pytest.Capt
     assert (out / "config.yaml").read_text() == printed
     assert yaml.safe_load(printed)["batch_size"] == 64
     first = capsys.readouterr().err.splitlines()[0]
-    assert first.startswith("fmnet on synthetic (2,048 images 1x12x12, 10 classes): 1 epochs, batch 64 (data rule)")
+    assert first.startswith(
+        "fmnet on synthetic (2,048 images 1x12x12, 10 classes): 1 epochs, batch 64 (data rule)"
+    )
 
 
 def test_divergence_with_a_given_rate_stops_and_keeps_nothing(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg, sources = resolved(*SMALL, "--lr", "1000", "--output", str(out))
-    with pytest.raises(TrainingError, match=r"loss diverged in epoch 1, step \d+ .* at lr 1000 \(flag\); nothing"):
+    with pytest.raises(
+        TrainingError, match=r"loss diverged in epoch 1, step \d+ .* at lr 1000 \(flag\); nothing"
+    ):
         train(cfg, sources)
     assert not out.exists()
 

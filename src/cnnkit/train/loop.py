@@ -58,7 +58,7 @@ from cnnkit.train.build import (
     weights_metadata,
 )
 from cnnkit.train.config import RECIPE_TUNED, TrainConfig, validate_config
-from cnnkit.train.defaults import ADAPTIVE_RECIPES, adapt, banner
+from cnnkit.train.defaults import ADAPTIVE_RECIPES, adapt, banner, takes_zero_init
 from cnnkit.train.lr_find import find_lr, plot_lr_find
 from cnnkit.train.session import Session, all_reduce, check_disk_space, gather, start_session
 
@@ -110,9 +110,7 @@ class _DivergenceWatch:
             raise _Diverged(step, f"running loss rose for {self.rising} steps to {self.mean:.3g}")
 
 
-def _after_divergence(
-    run: _Run, d: _Diverged, restarts: int
-) -> tuple[TrainConfig, dict[str, str] | None]:
+def _after_divergence(run: _Run, d: _Diverged, restarts: int) -> tuple[TrainConfig, dict[str, str] | None]:
     """A rate cnnkit chose: the config to restart with, at a quarter of it, said in one line.
     A rate the user gave (or the last restart): stop, naming the rate and what to try.
     Either way nothing this run wrote is kept."""
@@ -352,7 +350,9 @@ def train(cfg: TrainConfig, sources: dict[str, str] | None = None) -> dict[str, 
                 return _finish(run, progress)
             except _Diverged as d:
                 cfg, sources = _after_divergence(run, d, restarts)
-    raise AssertionError("unreachable")  # pragma: no cover (the last restart raises, ExitStack does not swallow)
+    raise AssertionError(
+        "unreachable"
+    )  # pragma: no cover (the last restart raises, ExitStack does not swallow)
 
 
 def _set_up(
@@ -471,7 +471,10 @@ def _fit(
         return cfg, None
     tuned_for = RECIPE_TUNED.get(cfg.recipe or "", (None, ()))[0]
     family = get_model_info(cfg.model).family
-    return adapt(cfg, sources, n_train=len(data.train_y), family=family, tuned_for=tuned_for)
+    zero_init = cfg.recipe in ADAPTIVE_RECIPES and cfg.model != tuned_for and takes_zero_init(cfg.model)
+    return adapt(
+        cfg, sources, n_train=len(data.train_y), family=family, tuned_for=tuned_for, zero_init=zero_init
+    )
 
 
 def resolved_config_text(cfg: TrainConfig, sources: dict[str, str]) -> str:
@@ -548,7 +551,9 @@ def _train_epoch(run: _Run, progress: _Progress, epoch: int) -> dict[str, Any]:
             aug_states = gather(gen.get_state(), session.world)
             global_sums = all_reduce(sums.clone(), session.world)
             if session.is_main:
-                save_state(session.out / STATE, _checkpoint(run, progress, epoch, step + 1, aug_states, global_sums))
+                save_state(
+                    session.out / STATE, _checkpoint(run, progress, epoch, step + 1, aug_states, global_sums)
+                )
     now = time.perf_counter()
     progress.train_seconds += now - t_mark
     epoch_seconds = now - t_epoch
