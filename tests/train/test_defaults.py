@@ -76,6 +76,10 @@ def test_warm_up_has_a_floor_in_steps_but_a_flag_is_kept() -> None:
     assert sources["warmup_epochs"].startswith("data rule")
 
 
+RESIDUAL = defaults.Traits(residual=True, normalised=True)
+UNNORMALISED = defaults.Traits(residual=False, normalised=False)
+
+
 def test_residual_branches_start_at_zero_where_the_model_has_them() -> None:
     # Goyal et al. 2017, sec. 5.1: each residual branch's last BN scale is 0, so every block
     # starts as its shortcut: a stride-1 basic block returns relu(x) for any input.
@@ -83,28 +87,57 @@ def test_residual_branches_start_at_zero_where_the_model_has_them() -> None:
 
     from cnnkit.models import create_model
 
-    assert [
-        defaults.takes_zero_init(m) for m in ("resnet18", "resnext50_32x4d", "seresnet18", "wrn_16_4")
-    ] == [True] * 4
-    assert not any(defaults.takes_zero_init(m) for m in ("plain18", "vgg11_bn", "mobilenet_v1", "fmnet"))
-    cfg, sources = resolved("--model", "resnet20")
-    cfg, sources = adapt(cfg, sources, n_train=1_400, family="resnet", tuned_for="fmnet", zero_init=True)
-    assert cfg.model_kwargs == {"zero_init_residual": True} and sources["model_kwargs"].startswith(
-        "family rule"
+    assert all(
+        defaults.model_traits(m).residual for m in ("resnet18", "resnext50_32x4d", "seresnet18", "wrn_16_4")
     )
+    assert not any(
+        defaults.model_traits(m).residual for m in ("plain18", "vgg11_bn", "mobilenet_v1", "fmnet")
+    )
+    cfg, sources = resolved("--model", "resnet20")
+    cfg, sources = adapt(cfg, sources, n_train=1_400, family="resnet", tuned_for="fmnet", traits=RESIDUAL)
+    assert cfg.model_kwargs == {"zero_init_residual": True}
+    assert sources["model_kwargs"].startswith("family rule")
     model = create_model("resnet20", num_classes=10, in_chans=1, **cfg.model_kwargs).eval()
-    block = model.layer1[0]
     x = torch.randn(2, 16, 8, 8)
-    torch.testing.assert_close(block(x), torch.relu(x))
+    torch.testing.assert_close(model.layer1[0](x), torch.relu(x))
     # a flag is kept, and the model the recipe was tuned for is left as tuned
     cfg, sources = resolved("--model", "resnet20", "--model-kwargs", "widths=[8,16,32]")
-    cfg, _ = adapt(cfg, sources, n_train=1_400, family="resnet", tuned_for="fmnet", zero_init=True)
+    cfg, _ = adapt(cfg, sources, n_train=1_400, family="resnet", tuned_for="fmnet", traits=RESIDUAL)
     assert cfg.model_kwargs == {"widths": [8, 16, 32]}
     cfg, sources = resolved()
-    assert (
-        adapt(cfg, sources, n_train=60_000, family="fmnet", tuned_for="fmnet", zero_init=True)[0].model_kwargs
-        == {}
-    )
+    cfg, _ = adapt(cfg, sources, n_train=60_000, family="fmnet", tuned_for="fmnet", traits=RESIDUAL)
+    assert cfg.model_kwargs == {}
+
+
+def test_a_model_without_normalisation_gets_he_init() -> None:
+    # He et al. 2015: Var[w] = 2 / fan_in keeps a ReLU signal's scale through the layers;
+    # torch's default (1 / (3 fan_in)) shrinks it, which stalls an unnormalised stack at chance.
+    import torch
+
+    from cnnkit.models import create_model
+
+    assert [defaults.model_traits(m).normalised for m in ("alexnet", "zfnet", "vgg11", "vgg11_bn")] == [
+        False, False, False, True,
+    ]  # fmt: skip
+    cfg, sources = resolved("--model", "vgg11")
+    cfg, sources = adapt(cfg, sources, n_train=1_400, family="vgg", tuned_for="fmnet", traits=UNNORMALISED)
+    assert cfg.init == "kaiming_normal" and sources["init"].startswith("family rule")
+    cfg, sources = resolved("--model", "vgg11", "--init", "xavier_normal")  # a flag is kept
+    assert adapt(cfg, sources, n_train=1_400, family="vgg", tuned_for="fmnet", traits=UNNORMALISED)[
+        0
+    ].init == ("xavier_normal")
+
+    def signal(init: str) -> float:  # the std of the last conv block's output for unit-variance input
+        torch.manual_seed(0)
+        model = create_model("vgg11", num_classes=10, small_input=True)
+        if init != "default":
+            from cnnkit.layers.init import init_weights
+
+            init_weights(model, init)
+        with torch.no_grad():
+            return float(model.features(torch.randn(8, 3, 32, 32)).std())
+
+    assert signal("kaiming_normal") > 10 * signal("default")
 
 
 def test_plain_recipe_and_given_values_adapt_nothing() -> None:

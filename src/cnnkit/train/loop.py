@@ -58,7 +58,7 @@ from cnnkit.train.build import (
     weights_metadata,
 )
 from cnnkit.train.config import RECIPE_TUNED, TrainConfig, validate_config
-from cnnkit.train.defaults import ADAPTIVE_RECIPES, adapt, banner, takes_zero_init
+from cnnkit.train.defaults import ADAPTIVE_RECIPES, Traits, adapt, banner, model_traits
 from cnnkit.train.lr_find import find_lr, plot_lr_find
 from cnnkit.train.session import Session, all_reduce, check_disk_space, gather, start_session
 
@@ -471,10 +471,8 @@ def _fit(
         return cfg, None
     tuned_for = RECIPE_TUNED.get(cfg.recipe or "", (None, ()))[0]
     family = get_model_info(cfg.model).family
-    zero_init = cfg.recipe in ADAPTIVE_RECIPES and cfg.model != tuned_for and takes_zero_init(cfg.model)
-    return adapt(
-        cfg, sources, n_train=len(data.train_y), family=family, tuned_for=tuned_for, zero_init=zero_init
-    )
+    traits = model_traits(cfg.model) if cfg.recipe in ADAPTIVE_RECIPES else Traits(False, True)
+    return adapt(cfg, sources, n_train=len(data.train_y), family=family, tuned_for=tuned_for, traits=traits)
 
 
 def resolved_config_text(cfg: TrainConfig, sources: dict[str, str]) -> str:
