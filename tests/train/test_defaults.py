@@ -35,6 +35,10 @@ def fitted(n_train: int, *flags: str, family: str = "resnet") -> tuple[TrainConf
     return adapt(cfg, sources, n_train=n_train, family=family, tuned_for="fmnet")
 
 
+RESIDUAL = defaults.Traits(residual=True, normalised=True)
+UNNORMALISED = defaults.Traits(residual=False, normalised=False)
+
+
 def test_batch_rule_leaves_25_steps_an_epoch() -> None:
     assert batch_rule(60_000) == 256  # Fashion-MNIST: 234 steps
     assert batch_rule(10_000) == 256  # 39 steps
@@ -57,6 +61,16 @@ def test_family_rate_scales_with_the_square_root_of_the_batch() -> None:
     assert cfg.lr == pytest.approx(RECIPES["default"]["lr"] / math.sqrt(8))
 
 
+def test_vgg_with_batch_norm_takes_a_resnets_rate() -> None:
+    bn, plain = defaults.Traits(False, True), UNNORMALISED
+    cfg, sources = resolved("--model", "vgg11_bn")
+    cfg, sources = adapt(cfg, sources, n_train=1_400, family="vgg", tuned_for="fmnet", traits=bn)
+    assert cfg.lr == pytest.approx(0.1 * math.sqrt(32 / 256)) and "vgg_bn" in sources["lr"]
+    cfg, sources = resolved("--model", "vgg11")
+    cfg, sources = adapt(cfg, sources, n_train=1_400, family="vgg", tuned_for="fmnet", traits=plain)
+    assert cfg.lr == pytest.approx(0.01 * math.sqrt(32 / 256)) and "Simonyan" in sources["lr"]
+
+
 def test_flips_only_where_a_flip_keeps_the_label() -> None:
     for dataset, keeps in (("fashion-mnist", True), ("cifar10", True), ("mnist", False), ("kmnist", False)):
         cfg, sources = fitted(60_000, "--dataset", dataset)
@@ -74,10 +88,6 @@ def test_warm_up_has_a_floor_in_steps_but_a_flag_is_kept() -> None:
     steps = 1_400 // 32
     assert round(cfg.warmup_epochs * steps) == min(100, int(0.1 * steps * 10))
     assert sources["warmup_epochs"].startswith("data rule")
-
-
-RESIDUAL = defaults.Traits(residual=True, normalised=True)
-UNNORMALISED = defaults.Traits(residual=False, normalised=False)
 
 
 def test_residual_branches_start_at_zero_where_the_model_has_them() -> None:
