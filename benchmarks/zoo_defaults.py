@@ -56,6 +56,7 @@ PHOTOS = [
     "motorcycle_left.png", "retina.jpg", "rocket.jpg", "grass.png", "brick.png",
 ]  # fmt: skip
 SKIMAGE = "scikit-image==0.26.0"
+ROW = "benchmark_row.json"  # each run's result, in its folder: --resume reuses it
 
 
 def make_image_folder(root: Path, per_class: tuple[int, int] = (150, 50), seed: int = 0) -> Path:
@@ -99,6 +100,8 @@ _COST = {
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """One ``cnnkit train`` in its own process (one thread); its final top-1, seconds, chosen lr and batch."""
     out, lr = Path(job["out"]), job["lr_flag"]
+    if job["resume"] and (out / ROW).exists():  # recorded by an earlier, interrupted call
+        return dict(json.loads((out / ROW).read_text()))
     flags = ["train", "--model", job["model"], *job["flags"], "--epochs", str(job["epochs"])]
     flags += ["--output", str(out), "--no-progress", "--threads", "1"]
     flags += ["--lr", f"{lr:g}"] if lr is not None else []
@@ -119,6 +122,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         row["batch"] = next(x for x in cfg if x.startswith("batch_size:"))
     else:
         row["error"] = lines[-1] if lines else ""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ROW).write_text(json.dumps(row) + "\n")
     return row
 
 
@@ -135,6 +140,7 @@ def main() -> None:
         action="store_true",
         help="re-run the defaults of --models on --data; keep every other recorded run",
     )
+    parser.add_argument("--resume", action="store_true", help="reuse the runs an earlier call recorded")
     parser.add_argument("--workers", type=int, default=2, help="runs at a time, one thread each")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "zoo_defaults"))
     parser.add_argument("--output", default=str(RESULTS / "zoo_defaults.json"))
@@ -153,7 +159,7 @@ def main() -> None:
     lrs = [None] + ([] if args.no_sweep or args.only_defaults else args.sweep)
     jobs = [
         {"data": name, "model": model, "lr_flag": lr, "flags": data[name], "epochs": args.epochs,
-         "out": str(runs / f"{model}-{name}-{'default' if lr is None else f'lr{lr:g}'}")}
+         "resume": args.resume, "out": str(runs / f"{model}-{name}-{'default' if lr is None else f'lr{lr:g}'}")}
         for name in args.data for model in args.models for lr in lrs
     ]  # fmt: skip
     jobs.sort(key=lambda j: -_COST.get(j["model"], 30))
