@@ -180,6 +180,19 @@ def test_print_config_is_what_the_run_writes(tmp_path: Path, capsys: pytest.Capt
     )
 
 
+def test_a_model_still_at_chance_after_epoch_one_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a rate so low that nothing moves: the test loss stays at ln K and top-1 at chance (1/K)
+    cfg, sources = resolved(*SMALL, "--lr", "1e-9", "--output", str(tmp_path / "still"))
+    final = train(cfg, sources)
+    assert final["test_top1"] < 0.2  # synthetic has 10 classes
+    assert "is still at chance" in capsys.readouterr().err
+    cfg, sources = resolved(*SMALL, "--epochs", "3", "--output", str(tmp_path / "learns"))
+    assert train(cfg, sources)["test_top1"] > 0.3  # well above chance (0.1)
+    assert "is still at chance" not in capsys.readouterr().err
+
+
 def test_divergence_with_a_given_rate_stops_and_keeps_nothing(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg, sources = resolved(*SMALL, "--lr", "1000", "--output", str(out))
