@@ -618,11 +618,11 @@ def _save_epoch(run: _Run, progress: _Progress, row: dict[str, Any]) -> None:
         file=sys.stderr,
         flush=True,
     )
-    k = int(run.meta["num_classes"])
-    if epoch == 1 and row["test_top1"] < 1.5 / k and row["test_loss"] > 0.95 * math.log(k):
+    classes = int(run.meta["num_classes"])
+    if epoch == 1 and row["test_top1"] < 1.5 / classes and row["test_loss"] > 0.95 * math.log(classes):
         print(
             f"cnnkit: warning: after epoch 1 {run.cfg.model} is still at chance (test top-1 "
-            f"{100 * row['test_top1']:.1f}%, loss {row['test_loss']:.2f} ~ ln {k}): lr {run.cfg.lr:g} may be too "
+            f"{100 * row['test_top1']:.1f}%, loss {row['test_loss']:.2f} ~ ln {classes}): lr {run.cfg.lr:g} may be too "
             "low or too high for it; --lr auto measures one",
             file=sys.stderr,
             flush=True,
