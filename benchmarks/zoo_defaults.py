@@ -141,6 +141,9 @@ def main() -> None:
         help="re-run the defaults of --models on --data; keep every other recorded run",
     )
     parser.add_argument("--resume", action="store_true", help="reuse the runs an earlier call recorded")
+    parser.add_argument(
+        "--report-only", action="store_true", help="the table of the recorded runs; run nothing"
+    )
     parser.add_argument("--workers", type=int, default=2, help="runs at a time, one thread each")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "zoo_defaults"))
     parser.add_argument("--output", default=str(RESULTS / "zoo_defaults.json"))
@@ -164,6 +167,11 @@ def main() -> None:
     ]  # fmt: skip
     jobs.sort(key=lambda j: -_COST.get(j["model"], 30))
     t0, rows = time.perf_counter(), list(kept)
+    if args.report_only:  # the table of what is recorded so far; nothing runs
+        rows += [
+            json.loads((Path(j["out"]) / ROW).read_text()) for j in jobs if (Path(j["out"]) / ROW).exists()
+        ]
+        jobs = []
     with ThreadPoolExecutor(args.workers) as pool:
         for row in pool.map(run_one, jobs):
             rows.append(row)
@@ -202,6 +210,15 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
+def _diverged(default: dict[str, Any]) -> str:
+    """The default run's divergence, in a table cell: no, or the restart at a lower rate."""
+    if not default["diverged"]:
+        return "no"
+    if default.get("top1") is None:
+        return "; ".join(default["diverged"])
+    return f"yes: restarted at a quarter ({default['lr'].split('#')[0].split(':')[1].strip()[:6]})"
+
+
 def table(report: dict[str, Any]) -> str:
     """Per data and model: the default's top-1, lr and its rule, the sweep's best, the gap
     (best of sweep minus default: the target is at most 2 points), and what diverged."""
@@ -219,7 +236,7 @@ def table(report: dict[str, Any]) -> str:
     for r in report["runs"]:
         by.setdefault((r["data"], r["model"]), []).append(r)
     for (data, model), rs in by.items():
-        default = next(r for r in rs if r["lr_flag"] is None)
+        default = next((r for r in rs if r["lr_flag"] is None), {"diverged": ["(not run yet)"]})
         sweep = [r for r in rs if r["lr_flag"] is not None and r.get("top1") is not None]
         stopped = [f"{r['lr_flag']:g}" for r in rs if r["lr_flag"] is not None and r.get("top1") is None]
         best = max(sweep, key=lambda r: r["top1"], default=None)
@@ -231,7 +248,7 @@ def table(report: dict[str, Any]) -> str:
         best_top1, best_lr = ("-", "-") if not best else (f"{100 * best['top1']:.1f}", f"{best['lr_flag']:g}")
         lines.append(
             f"| {data} | {model} | {top1} | {lr} | {best_top1} | {best_lr} | {gap} | "
-            f"{'; '.join(default['diverged']) or 'no'} | {', '.join(stopped) or '-'} |"
+            f"{_diverged(default)} | {', '.join(stopped) or '-'} |"
         )
     return "\n".join(lines) + "\n"
 
