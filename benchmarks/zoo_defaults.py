@@ -212,6 +212,8 @@ def machine() -> str:
 
 def _diverged(default: dict[str, Any]) -> str:
     """The default run's divergence, in a table cell: no, or the restart at a lower rate."""
+    if default.get("exit", 0) != 0:
+        return f"stopped: {default.get('error', 'diverged')[:60]}"
     if not default["diverged"]:
         return "no"
     if default.get("top1") is None:
