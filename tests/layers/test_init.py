@@ -198,7 +198,18 @@ def test_init_schemes_lists_the_lecture_schemes() -> None:
         "xavier_uniform",
         "kaiming_normal",
         "kaiming_uniform",
+        "kaiming_conv",
     }
+
+
+def test_kaiming_conv_is_he_in_convolutions_and_small_normal_in_linear_layers() -> None:
+    torch.manual_seed(0)
+    conv, fc = nn.Conv2d(64, 128, 3), nn.Linear(4096, 4096)
+    init_weights(nn.Sequential(conv, fc), "kaiming_conv")
+    # He et al. 2015: std sqrt(2 / fan_in), fan_in 64 * 3 * 3 = 576; the classifier N(0, 0.01)
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / 576), rel=0.02)
+    assert fc.weight.std().item() == pytest.approx(0.01, rel=0.02)
+    assert not conv.bias.any() and not fc.bias.any()
 
 
 def test_unknown_scheme_lists_choices() -> None:

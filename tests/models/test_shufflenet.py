@@ -213,3 +213,17 @@ def test_builders_and_validation() -> None:
     model = ShuffleNetV1(groups=2, width_mult=0.25, norm_layer="gn", act_layer="silu", drop_rate=0.1)
     assert not any(isinstance(m, nn.BatchNorm2d | nn.ReLU) for m in model.modules())
     assert isinstance(model.dropout, nn.Dropout)
+
+
+def test_zero_init_residual_starts_each_residual_unit_as_the_identity() -> None:
+    # Goyal et al. 2017, sec. 5.1: the branch's last BN scale is 0, so a stride-1 unit returns
+    # relu(x + 0) = x for the non-negative input it gets from the previous unit's ReLU
+    torch.manual_seed(0)
+    model = ShuffleNetV1(groups=3, num_classes=10, zero_init_residual=True).eval()
+    unit = model.stage3[1]
+    x = torch.rand(2, unit.conv1.in_channels, 8, 8)
+    torch.testing.assert_close(unit(x), x)
+    # the downsampling units concatenate their branch: it is left as built
+    assert model.stage3[0].bn3.weight.abs().sum() > 0
+    plain = ShuffleNetV1(groups=3, num_classes=10).eval()
+    assert not torch.allclose(plain.stage3[1](x), x)

@@ -35,8 +35,8 @@ def fitted(n_train: int, *flags: str, family: str = "resnet") -> tuple[TrainConf
     return adapt(cfg, sources, n_train=n_train, family=family, tuned_for="fmnet")
 
 
-RESIDUAL = defaults.Traits(residual=True, normalised=True)
-UNNORMALISED = defaults.Traits(residual=False, normalised=False)
+RESIDUAL = defaults.Traits(residual_branches=16, normalised=True)  # ResNet-50's
+UNNORMALISED = defaults.Traits(residual_branches=0, normalised=False)
 
 
 def test_batch_rule_leaves_25_steps_an_epoch() -> None:
@@ -62,7 +62,7 @@ def test_family_rate_scales_with_the_square_root_of_the_batch() -> None:
 
 
 def test_vgg_with_batch_norm_takes_a_resnets_rate() -> None:
-    bn, plain = defaults.Traits(False, True), UNNORMALISED
+    bn, plain = defaults.Traits(0, True), UNNORMALISED
     cfg, sources = resolved("--model", "vgg11_bn")
     cfg, sources = adapt(cfg, sources, n_train=1_400, family="vgg", tuned_for="fmnet", traits=bn)
     assert cfg.lr == pytest.approx(0.1 * math.sqrt(32 / 256)) and "vgg_bn" in sources["lr"]
@@ -90,26 +90,31 @@ def test_warm_up_has_a_floor_in_steps_but_a_flag_is_kept() -> None:
     assert sources["warmup_epochs"].startswith("data rule")
 
 
-def test_residual_branches_start_at_zero_where_the_model_has_them() -> None:
+def test_residual_branches_start_at_zero_in_deep_residual_nets() -> None:
     # Goyal et al. 2017, sec. 5.1: each residual branch's last BN scale is 0, so every block
     # starts as its shortcut: a stride-1 basic block returns relu(x) for any input.
     import torch
 
     from cnnkit.models import create_model
 
-    assert all(
-        defaults.model_traits(m).residual for m in ("resnet18", "resnext50_32x4d", "seresnet18", "wrn_16_4")
-    )
+    # the branches He et al. 2016 build: 3+4+6+3 bottlenecks, 2+2+2+2 and 3x3 basic blocks;
+    # ShuffleNet's 16 units less the 3 that downsample by concatenation (Zhang et al. 2018)
+    branches = {"resnext50_32x4d": 16, "shufflenet_v1_g3": 13, "resnet20": 9, "resnet18": 8, "seresnet18": 8}
+    assert {m: defaults.model_traits(m).residual_branches for m in branches} == branches
     assert not any(
-        defaults.model_traits(m).residual for m in ("plain18", "vgg11_bn", "mobilenet_v1", "fmnet")
+        defaults.model_traits(m).residual_branches for m in ("plain18", "vgg11_bn", "mobilenet_v1", "fmnet")
     )
     cfg, sources = resolved("--model", "resnet20")
     cfg, sources = adapt(cfg, sources, n_train=1_400, family="resnet", tuned_for="fmnet", traits=RESIDUAL)
     assert cfg.model_kwargs == {"zero_init_residual": True}
-    assert sources["model_kwargs"].startswith("family rule")
+    assert sources["model_kwargs"].startswith("family rule: 16 residual branches")
     model = create_model("resnet20", num_classes=10, in_chans=1, **cfg.model_kwargs).eval()
     x = torch.randn(2, 16, 8, 8)
     torch.testing.assert_close(model.layer1[0](x), torch.relu(x))
+    # a shallow residual net is left as built: its branches would learn only through their scales
+    shallow = defaults.Traits(residual_branches=8, normalised=True)
+    cfg, sources = resolved("--model", "resnet18")
+    assert adapt(cfg, sources, n_train=1_400, family="resnet", tuned_for="fmnet", traits=shallow)[0].model_kwargs == {}
     # a flag is kept, and the model the recipe was tuned for is left as tuned
     cfg, sources = resolved("--model", "resnet20", "--model-kwargs", "widths=[8,16,32]")
     cfg, _ = adapt(cfg, sources, n_train=1_400, family="resnet", tuned_for="fmnet", traits=RESIDUAL)
@@ -131,23 +136,30 @@ def test_a_model_without_normalisation_gets_he_init() -> None:
     ]  # fmt: skip
     cfg, sources = resolved("--model", "vgg11")
     cfg, sources = adapt(cfg, sources, n_train=1_400, family="vgg", tuned_for="fmnet", traits=UNNORMALISED)
-    assert cfg.init == "kaiming_normal" and sources["init"].startswith("family rule")
+    assert cfg.init == "kaiming_conv" and sources["init"].startswith("family rule")
     cfg, sources = resolved("--model", "vgg11", "--init", "xavier_normal")  # a flag is kept
     assert adapt(cfg, sources, n_train=1_400, family="vgg", tuned_for="fmnet", traits=UNNORMALISED)[
         0
     ].init == ("xavier_normal")
 
-    def signal(init: str) -> float:  # the std of the last conv block's output for unit-variance input
+    def signal(init: str) -> tuple[float, float]:  # the last conv block's std, the first loss
         torch.manual_seed(0)
         model = create_model("vgg11", num_classes=10, small_input=True)
         if init != "default":
             from cnnkit.layers.init import init_weights
 
             init_weights(model, init)
+        x, y = torch.randn(8, 3, 32, 32), torch.arange(8)
         with torch.no_grad():
-            return float(model.features(torch.randn(8, 3, 32, 32)).std())
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            return float(model.features(x).std()), float(loss)
 
-    assert signal("kaiming_normal") > 10 * signal("default")
+    # He init in the convolutions keeps the signal ...
+    assert signal("kaiming_conv")[0] > 10 * signal("default")[0]
+    # ... and the small classifier (N(0, 0.01), torchvision's VGG init) starts near chance, ln 10 = 2.30,
+    # where He init in the three wide linear layers too starts several times above it
+    assert signal("kaiming_conv")[1] == pytest.approx(math.log(10), abs=0.3)
+    assert signal("kaiming_normal")[1] > 2 * math.log(10)
 
 
 def test_plain_recipe_and_given_values_adapt_nothing() -> None:
@@ -206,13 +218,21 @@ def test_divergence_with_a_given_rate_stops_and_keeps_nothing(tmp_path: Path) ->
 def test_divergence_watch_on_fixed_losses() -> None:
     from cnnkit.train.loop import _Diverged, _DivergenceWatch
 
-    watch = _DivergenceWatch(10)  # chance ln 10 = 2.30; limit max(6.9, 7.3) = 7.3
-    for step, loss in enumerate([2.4, 2.2, 7.2, 1.9]):
-        watch.update(step, loss)  # a spike below the limit is not a divergence
-    with pytest.raises(_Diverged, match="far above the chance level"):
-        watch.update(4, 7.4)
+    # chance ln 10 = 2.30: limit max(6.9, 7.3, 2 x first loss) on the running mean (decay 0.9)
+    watch = _DivergenceWatch(10)
+    for step, loss in enumerate([2.4, 2.2, 30.0, 1.9]):
+        watch.update(step, loss)  # one spike: the running mean peaks at 5.14, a transient
+    with pytest.raises(_Diverged, match=r"running loss 7\.34, far above the chance level"):
+        watch.update(4, 30.0)  # a second spike takes it to 7.34
     with pytest.raises(_Diverged, match="loss nan"):
         _DivergenceWatch(10).update(0, math.nan)
+    # a net that starts far above chance (AlexNet-like, no normalisation) sets its own limit
+    high_start = _DivergenceWatch(10)
+    for step, loss in enumerate([8.0, 12.0, 9.0, 6.0, 3.0]):
+        high_start.update(step, loss)
+    with pytest.raises(_Diverged, match="far above"):
+        for step in range(5, 40):
+            high_start.update(step, 40.0)
     rising = _DivergenceWatch(10)
     with pytest.raises(_Diverged, match="rose for 25 steps"):
         for step in range(100):
@@ -252,3 +272,37 @@ def test_lr_auto_runs_the_range_test_and_records_its_choice(
     assert 1e-4 <= written <= 1.0 and f"lr: {written}  # auto: lr " in text
     assert (out / "lr_find.png").stat().st_size > 0
     assert yaml.safe_load((out / "lr_find.json").read_text())["lr"] == written
+
+
+@pytest.mark.parametrize("precise", [2048, 0])
+def test_precise_bn_sets_the_population_statistics_of_the_training_images(
+    tmp_path: Path, precise: int
+) -> None:
+    # PreciseBN (Wu & Johnson 2021): before evaluating, each BN layer's running mean is the mean
+    # of its input over the training images under the final weights, not a running average of
+    # the batches it saw while the weights moved. Checked on the first BN layer.
+    import torch
+
+    from cnnkit.data.sources import normalize
+    from cnnkit.run import load_run
+    from cnnkit.train.loop import _load_data
+
+    out = tmp_path / "run"
+    cfg, sources = resolved(*SMALL, "--precise-bn", str(precise), "--lr", "0.5", "--output", str(out))
+    assert cfg.precise_bn == precise
+    train(cfg, sources)
+    model, meta = load_run(out)
+    data = _load_data(cfg)
+    x = normalize(data.train_x, torch.tensor(meta["mean"]), torch.tensor(meta["std"]))
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen: list[torch.Tensor] = []
+    bn.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    with torch.no_grad():
+        model.eval()(x)
+    population = seen[0].mean(dim=(0, 2, 3))
+    close = torch.allclose(bn.running_mean, population, atol=1e-4)
+    assert close == bool(precise)  # without it, the running average of the moving weights' batches
+
+
+def test_the_default_recipe_re_estimates_batch_norm_statistics() -> None:
+    assert resolved()[0].precise_bn == 512 and resolved("--recipe", "plain")[0].precise_bn == 0

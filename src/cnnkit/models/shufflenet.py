@@ -180,7 +180,9 @@ class ShuffleNetV1(nn.Module):
     ``norm_layer`` / ``act_layer`` (names or factories; default BatchNorm and ReLU),
     ``drop_rate`` (dropout before ``fc``), ``drop_path_rate`` (stochastic depth of the last
     unit, decayed linearly over the 16 units; applied to the residual, stride-1 units),
-    ``small_input`` (stride-1 stem, no max-pool), ``in_chans``, ``num_classes``.
+    ``small_input`` (stride-1 stem, no max-pool), ``zero_init_residual`` (each residual
+    unit's last BN scale starts at 0, so that the unit starts as the identity: Goyal et al.
+    2017, as torchvision's ResNet), ``in_chans``, ``num_classes``.
     """
 
     def __init__(
@@ -196,6 +198,7 @@ class ShuffleNetV1(nn.Module):
         act_layer: ActLayer = "relu",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         check_model_args(
@@ -248,6 +251,10 @@ class ShuffleNetV1(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
 
         torchvision_init(self, "vgg")  # torchvision's mobile nets' scheme
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, ShuffleUnit) and m.stride == 1 and getattr(m.bn3, "weight", None) is not None:
+                    nn.init.zeros_(m.bn3.weight)
         set_input_constraints(self, in_chans=in_chans, min_input_size=1, small_input=small_input)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -133,6 +133,10 @@ class TrainConfig:
     tta: bool = field(
         default=False, metadata={"help": "test-time augmentation: average with the flipped view"}
     )
+    precise_bn: int = field(
+        default=0,
+        metadata={"help": "before each evaluation, re-estimate batch-norm statistics on N training images (0: off)"},
+    )
     # machine
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda"})
     amp: str = field(default="none", metadata={"help": "mixed precision: none, bf16, fp16 (cuda)"})
@@ -184,6 +188,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "hflip": 0.5,
         "crop_pad": 2,
         "smoothing": 0.1,
+        "precise_bn": 512,
         "channels_last": True,
     },
     # "accurate": the prototype's best configuration in the issue "Speed" (94.6% in 12 epochs
@@ -202,6 +207,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "model_ema": True,
         "model_ema_decay": 0.999,
         "tta": True,
+        "precise_bn": 512,
         "channels_last": True,
     },
     "plain": {},
@@ -492,6 +498,7 @@ def validate_config(cfg: TrainConfig) -> None:
         ("--weight-decay", cfg.weight_decay),
         ("--warmup-epochs", cfg.warmup_epochs),
         ("--min-lr", cfg.min_lr),
+        ("--precise-bn", cfg.precise_bn),
     ):
         if v < 0:
             raise ValueError(f"{name} must be >= 0; got {v}")
