@@ -253,8 +253,9 @@ class ShuffleNetV1(nn.Module):
         torchvision_init(self, "vgg")  # torchvision's mobile nets' scheme
         if zero_init_residual:
             for m in self.modules():
-                if isinstance(m, ShuffleUnit) and m.stride == 1 and getattr(m.bn3, "weight", None) is not None:
-                    nn.init.zeros_(m.bn3.weight)
+                weight = getattr(m.bn3, "weight", None) if isinstance(m, ShuffleUnit) and m.stride == 1 else None
+                if isinstance(weight, torch.Tensor):
+                    nn.init.zeros_(weight)
         set_input_constraints(self, in_chans=in_chans, min_input_size=1, small_input=small_input)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
