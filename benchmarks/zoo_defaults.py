@@ -165,7 +165,8 @@ def main() -> None:
          "resume": args.resume, "out": str(runs / f"{model}-{name}-{'default' if lr is None else f'lr{lr:g}'}")}
         for name in args.data for model in args.models for lr in lrs
     ]  # fmt: skip
-    jobs.sort(key=lambda j: -_COST.get(j["model"], 30))
+    # the defaults first (an interrupted call has the column that matters), heaviest first
+    jobs.sort(key=lambda j: (j["lr_flag"] is not None, -_COST.get(j["model"], 30)))
     t0, rows = time.perf_counter(), list(kept)
     if args.report_only:  # the table of what is recorded so far; nothing runs
         rows += [
