@@ -165,8 +165,9 @@ def main() -> None:
          "resume": args.resume, "out": str(runs / f"{model}-{name}-{'default' if lr is None else f'lr{lr:g}'}")}
         for name in args.data for model in args.models for lr in lrs
     ]  # fmt: skip
-    # the defaults first (an interrupted call has the column that matters), heaviest first
-    jobs.sort(key=lambda j: (j["lr_flag"] is not None, -_COST.get(j["model"], 30)))
+    # the defaults first (an interrupted call has the column that matters), heaviest first; then
+    # each model's sweep, cheapest model first (an interrupted call has the most complete rows)
+    jobs.sort(key=lambda j: (j["lr_flag"] is not None, (1 if j["lr_flag"] else -1) * _COST.get(j["model"], 30)))
     t0, rows = time.perf_counter(), list(kept)
     if args.report_only:  # the table of what is recorded so far; nothing runs
         rows += [
