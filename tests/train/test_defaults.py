@@ -236,7 +236,7 @@ def test_divergence_watch_on_fixed_losses() -> None:
     stuck = _DivergenceWatch(10)  # worse than guessing for 25 steps: 3.5 > 1.5 ln 10 = 3.45
     for step in range(24):
         stuck.update(step, 3.5)
-    with pytest.raises(_Diverged, match="above 3.45 for 25 steps"):
+    with pytest.raises(_Diverged, match=r"above 3\.45 for 25 steps"):
         stuck.update(24, 3.5)
     rising = _DivergenceWatch(10)
     with pytest.raises(_Diverged, match="rose for 25 steps"):

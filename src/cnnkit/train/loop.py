@@ -60,6 +60,7 @@ from cnnkit.train.build import (
 from cnnkit.train.config import RECIPE_TUNED, TrainConfig, validate_config
 from cnnkit.train.defaults import ADAPTIVE_RECIPES, Traits, adapt, banner, model_traits
 from cnnkit.train.lr_find import find_lr, plot_lr_find
+from cnnkit.train.precision import machine_amp, timed_amp
 from cnnkit.train.session import Session, all_reduce, check_disk_space, gather, start_session
 
 __all__ = ["TrainingError", "evaluate", "resolved_config_text", "train"]
@@ -389,6 +390,11 @@ def _set_up(
     mean, std = data.mean_std()
     meta = {**weights_metadata(cfg, data, model, mean, std), **inherited}
     batches = _Batches(len(data.train_y), cfg.batch_size, cfg.seed, session.rank, session.world)
+    if cfg.amp == "auto":
+        amp, why = machine_amp(session.device.type, batches.steps * cfg.epochs)
+        cfg, sources = dataclasses.replace(cfg, amp=amp), {**(sources or {}), "amp": why}
+    if cfg.amp == "auto":
+        cfg, sources = _timed_amp(cfg, sources, session, model, data, batches, mean, std)
     said = ""
     if cfg.lr_find and resume_state is None:
         cfg, sources, said = _range_test(cfg, sources, session, model, data, batches, mean, std)
@@ -418,6 +424,34 @@ def _set_up(
         # metrics line (or a half-written line) is repaired here
         write_metrics(out, progress.history)
     return run, progress
+
+
+def _timed_amp(
+    cfg: TrainConfig,
+    sources: dict[str, str] | None,
+    session: Session,
+    model: nn.Module,
+    data: DatasetTensors,
+    batches: _Batches,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+) -> tuple[TrainConfig, dict[str, str] | None]:
+    """``--amp auto`` where the machine alone cannot decide: :func:`~cnnkit.train.precision.timed_amp`
+    on the model and one of the run's batches (rank 0's choice, for every rank)."""
+    device = session.device
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    choice: list[Any] = ["none", ""]
+    if session.is_main:
+        idx = batches.epoch(-1)[0]
+        x = normalize(data.train_x[idx].to(device), mean.to(device), std.to(device), channels_last=cfg.channels_last)
+        choice = list(timed_amp(model, x, data.train_y[idx].to(device)))
+    if session.world > 1:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(choice, src=0)
+    return dataclasses.replace(cfg, amp=choice[0]), {**(sources or {}), "amp": choice[1]}
 
 
 def _range_test(
@@ -488,7 +522,13 @@ def _fit(
     tuned_for = RECIPE_TUNED.get(cfg.recipe or "", (None, ()))[0]
     family = get_model_info(cfg.model).family
     traits = model_traits(cfg.model) if cfg.recipe in ADAPTIVE_RECIPES else Traits(0, True)
-    return adapt(cfg, sources, n_train=len(data.train_y), family=family, tuned_for=tuned_for, traits=traits)
+    n = len(data.train_y)
+    cfg, sources = adapt(cfg, sources, n_train=n, family=family, tuned_for=tuned_for, traits=traits)
+    if cfg.amp == "auto":  # what the machine decides alone; a timed pass at the start of the run decides the rest
+        cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+        amp, why = machine_amp("cuda" if cuda else "cpu", max(n // cfg.batch_size, 1) * cfg.epochs)
+        cfg, sources = dataclasses.replace(cfg, amp=amp), {**sources, "amp": why}
+    return cfg, sources
 
 
 def resolved_config_text(cfg: TrainConfig, sources: dict[str, str]) -> str:
