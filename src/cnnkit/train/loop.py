@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from cnnkit.data.augment import cutmix, cutout, mixup, random_crop, random_flip
 from cnnkit.data.sources import DatasetTensors, load_dataset, normalize
@@ -564,22 +565,24 @@ def _train_epoch(run: _Run, progress: _Progress, epoch: int) -> dict[str, Any]:
         x, target = _augment(x, run.train_y[idx], cfg, run.data.num_classes, gen)
         # a skipped step must not leave its trace in the norm layers' running statistics
         buffers = [b.clone() for b in model.buffers()] if cfg.on_nonfinite == "skip" else []
-        with _autocast(device, cfg.amp):
+        with record_function("cnnkit.forward"), _autocast(device, cfg.amp):
             logits = parts.ddp_model(x)
-        loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.smoothing)
+            loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.smoothing)
         if run.watch is not None and epoch == 0:
             run.watch.update(step, float(loss.detach()))
         parts.optimizer.zero_grad(set_to_none=True)
-        parts.scaler.scale(loss).backward()
+        with record_function("cnnkit.backward"):
+            parts.scaler.scale(loss).backward()
         parts.scaler.unscale_(parts.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad or math.inf)
         global_step = epoch * steps + step
         finite_loss, finite_grad = bool(torch.isfinite(loss)), bool(torch.isfinite(grad_norm))
         # with fp16 an overflowing gradient is the scaler's business: it skips the step and lowers its scale
         if finite_loss and (finite_grad or parts.scaler.is_enabled()):
-            parts.scaler.step(parts.optimizer)
-            if parts.ema is not None:
-                parts.ema.update_parameters(model)
+            with record_function("cnnkit.optimizer"):
+                parts.scaler.step(parts.optimizer)
+                if parts.ema is not None:
+                    parts.ema.update_parameters(model)
             sums[0] += loss.detach() * len(idx)
             sums[1] += (logits.argmax(1) == target.argmax(1)).sum()
             sums[2] += len(idx)
