@@ -82,7 +82,10 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "| part | seconds | share |",
         "|---|---:|---:|",
-        *(f"| {k.removeprefix('cnnkit.')} | {v:.2f} | {100 * v / t:.1f}% |" for k, v in r["scopes_seconds"].items()),
+        *(
+            f"| {k.removeprefix('cnnkit.')} | {v:.2f} | {100 * v / t:.1f}% |"
+            for k, v in r["scopes_seconds"].items()
+        ),
         f"| outside (data, augmentation, Python) | {t * r['outside_share']:.2f} | {100 * r['outside_share']:.1f}% |",
         "",
         "Operators with the most self time (the run's evaluation and batch-norm re-estimation included):",
@@ -112,13 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     images = 1024 if args.smoke else args.images
-    extra = {"threads": threads, "epochs": 1, "warmup_epochs": 0.25, "train_subset": images, "test_subset": 500}
+    extra = {
+        "threads": threads,
+        "epochs": 1,
+        "warmup_epochs": 0.25,
+        "train_subset": images,
+        "test_subset": 500,
+    }
     peak = training_peak(**({"repeat": 1, "batch_divisor": 16} if args.smoke else {}))
     with tempfile.TemporaryDirectory() as tmp:
         run = profile_run(extra, Path(tmp) / "run")
     achieved = run["training_gflop_per_image"] * run["images_per_s"]
     report = {
-        "command": "python benchmarks/step_profile.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/step_profile.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine_info(),
         "P_gflops": peak["P_gflops"],
         "P_dtype": peak["dtype"],

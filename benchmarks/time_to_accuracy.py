@@ -211,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
             )
     peaks.append(training_peak(**quick))
     p_gflops = statistics.mean(p["P_gflops"] for p in peaks)
-    print(f"P = {p_gflops:.0f} GFLOP/s (" + ", ".join(f"{p['P_gflops']:.0f} {p['dtype']}" for p in peaks) + ")")
+    print(
+        f"P = {p_gflops:.0f} GFLOP/s (" + ", ".join(f"{p['P_gflops']:.0f} {p['dtype']}" for p in peaks) + ")"
+    )
     results: dict[str, Any] = {"recipes": {}, "commands": {}}
     if out_json.exists():
         results = json.loads(out_json.read_text())

@@ -28,7 +28,9 @@ def test_the_machine_decides_where_it_can(monkeypatch: pytest.MonkeyPatch) -> No
     assert machine_amp("cuda", 10)[0] == "fp16"
 
 
-@pytest.mark.parametrize(("fp32", "bf16", "chosen"), [(1.0, 0.5, "bf16"), (1.0, 1.0 / MIN_GAIN + 0.01, "none")])
+@pytest.mark.parametrize(
+    ("fp32", "bf16", "chosen"), [(1.0, 0.5, "bf16"), (1.0, 1.0 / MIN_GAIN + 0.01, "none")]
+)
 def test_bf16_only_where_it_is_faster_enough(
     monkeypatch: pytest.MonkeyPatch, fp32: float, bf16: float, chosen: str
 ) -> None:
@@ -51,7 +53,9 @@ def test_timing_leaves_the_model_untouched() -> None:
     assert not model.training and all(p.grad is None for p in model.parameters())
 
 
-def test_a_run_records_the_precision_it_chose_and_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_run_records_the_precision_it_chose_and_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     small = ["--dataset", "synthetic", "--image-size", "12", "--train-subset", "512", "--test-subset", "64",
              "--model", "fmnet", "--model-kwargs", "widths=[8,16,32]", "stem_width=8", "--threads", "1",
