@@ -1,0 +1,50 @@
+"""Shell manners of the ``cnnkit`` command (issue "Fits the hand of a timm, torchvision and
+torchinfo user"): --version, a short error, a quiet end on a closed pipe, --format json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cnnkit import __version__, cli
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out == f"cnnkit {__version__}\n"
+
+
+def test_an_argument_mistake_gets_two_lines_not_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--epochs", "four"])
+    err = capsys.readouterr().err.splitlines()
+    assert info.value.code == 2
+    assert err == [
+        "cnnkit train: error: argument --epochs: invalid int value: 'four'",
+        "(see `cnnkit train --help`)",
+    ]
+
+
+def test_a_closed_pipe_ends_the_command_quietly() -> None:
+    # the reader goes away before cnnkit writes (as `cnnkit models | head -1` once its line is read)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnkit", "models", "alexnet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == ""
+
+
+def test_models_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["models", "alexnet", "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    # Krizhevsky et al. 2012 as torchvision builds it: 61.1 M parameters, 714 M mult-adds at 224x224
+    assert row["model"] == "alexnet" and row["torchvision"] == "alexnet"
+    assert row["params"] == 61_100_840 and round(row["mult_adds"] / 1e6) == 714
