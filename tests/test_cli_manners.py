@@ -48,3 +48,30 @@ def test_models_as_json(capsys: pytest.CaptureFixture[str]) -> None:
     # Krizhevsky et al. 2012 as torchvision builds it: 61.1 M parameters, 714 M mult-adds at 224x224
     assert row["model"] == "alexnet" and row["torchvision"] == "alexnet"
     assert row["params"] == 61_100_840 and round(row["mult_adds"] / 1e6) == 714
+
+
+@pytest.mark.parametrize(
+    ("flags", "amp"),
+    [
+        (["--amp"], "bf16"),  # timm's switch: on, in bfloat16 unless --amp-dtype says otherwise
+        (["--amp", "--amp-dtype", "float16"], "fp16"),
+        (["--amp-dtype", "bfloat16"], "bf16"),  # the type implies the switch
+        (["--amp", "none"], "none"),  # cnnkit's values still work
+        (["--amp", "auto"], "auto"),
+        ([], "auto"),  # the default recipe's
+    ],
+)
+def test_amp_as_timm_spells_it(flags: list[str], amp: str) -> None:
+    from cnnkit.train.config import resolve_config
+
+    args = cli.build_parser().parse_args(["train", *flags])
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "debug", "print_config")}
+    cfg, sources = resolve_config(given)
+    assert cfg.amp == amp and sources["amp"] == ("flag" if flags else "recipe")
+
+
+def test_a_bad_amp_dtype_is_named() -> None:
+    from cnnkit.train.config import config_from_args, validate_config
+
+    with pytest.raises(ValueError, match="--amp-dtype must be bfloat16 or float16; got 'half'"):
+        validate_config(config_from_args({"amp_dtype": "half", "amp": "bf16"}))
