@@ -18,8 +18,8 @@ from typing import Any
 
 __all__ = ["add_deploy_commands", "decompose_command", "export_command"]
 
-METHODS = ("spatial_separable", "depthwise_separable", "flattened")  # cnnkit.deploy.decompose.METHODS
-FORMATS = ("torchscript", "exported_program", "onnx")  # cnnkit.deploy.export.EXPORT_FORMATS
+METHODS = ("spatial_separable", "depthwise_separable", "flattened")  # cnnkit.deploy.decomposition.METHODS
+FORMATS = ("torchscript", "exported_program", "onnx")  # cnnkit.deploy.exporters.EXPORT_FORMATS
 
 
 def decompose_command(args: argparse.Namespace) -> int:
@@ -43,7 +43,7 @@ def export_command(args: argparse.Namespace) -> int:
     """``cnnkit export``: write the run's model in a deployable format and check its outputs."""
     import torch
 
-    from cnnkit.deploy.export import SUFFIX, export
+    from cnnkit.deploy.exporters import SUFFIX, export
     from cnnkit.run import load_run
 
     model, meta = load_run(args.run_dir)
