@@ -34,6 +34,7 @@ from torch import nn
 from cnnkit.layers.act import ActLayer, get_act
 from cnnkit.layers.norm import NormLayer, get_norm_layer
 from cnnkit.models._utils import check_model_args, fc_classifier, set_input_constraints, torchvision_init
+from cnnkit.models.api import ZooModel
 from cnnkit.models.registry import register_model
 
 __all__ = [
@@ -123,7 +124,7 @@ def _last_width(cfg: Sequence[int | str]) -> int:
     return widths[-1]
 
 
-class VGG(nn.Module):
+class VGG(ZooModel):
     """VGG: ``features`` (from :func:`make_layers`), ``avgpool``, a three-layer ``classifier``."""
 
     def __init__(
