@@ -75,3 +75,37 @@ def test_a_bad_amp_dtype_is_named() -> None:
 
     with pytest.raises(ValueError, match="--amp-dtype must be bfloat16 or float16; got 'half'"):
         validate_config(config_from_args({"amp_dtype": "half", "amp": "bf16"}))
+
+
+def test_every_command_and_option_has_help() -> None:
+    import argparse
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, prefix: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {a.dest: a.help for a in action._choices_actions}
+                for name, sub in action.choices.items():
+                    if not helps.get(name):
+                        missing.append(f"{prefix} {name}")
+                    walk(sub, f"{prefix} {name}")
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"{prefix} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(cli.build_parser(), "cnnkit")
+    assert missing == []
+
+
+def test_plot_lr_exponential_decays_as_the_step_schedule_by_default(
+    tmp_path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    # the lecture's step schedule: 10x down every 30 epochs; exponential, per epoch, the same 10x
+    # over 30 epochs (0.1^(1/30)), not 10x per epoch (which reaches 0 within two epochs)
+    drawn = {}
+    monkeypatch.setattr("cnnkit.viz.plots.plot_schedules", lambda scheds, **kw: drawn.update(scheds))
+    assert cli.main(["plot-lr", "-o", str(tmp_path / "lr.png")]) == 0
+    step, exp = drawn["step"], drawn["exponential"]
+    # fractions of the peak rate
+    assert step(31 * 100) == pytest.approx(0.1) and exp(31 * 100) == pytest.approx(0.1 ** (31 / 30))
+    assert exp(2 * 100) > 0.8

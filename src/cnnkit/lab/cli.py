@@ -94,19 +94,31 @@ def add_lab_commands(sub: Any) -> None:
         ),
     )
     p.add_argument("names", nargs="+", metavar="NAME", help="experiment names, or all")
-    p.add_argument("--budget", choices=("smoke", "quick", "full"), default="quick")
+    p.add_argument(
+        "--budget",
+        choices=("smoke", "quick", "full"),
+        default="quick",
+        help="smoke (seconds, a check), quick (the default, about 30-50 minutes on 2 cores), full",
+    )
     p.add_argument(
         "--output", default=None, help="folder for runs, figures and the report (default runs/lab-BUDGET)"
     )
     p.add_argument("--dataset", default=None, help="dataset (default: fashion-mnist; smoke: synthetic)")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument(
+        "--data-dir", default=None, help="folder with the dataset files (default: the usual places)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the free cores)")
     p.add_argument("--retrain", action="store_true", help="train the arms again even when cached")
     p.set_defaults(func=_cmd_run)
 
     p = lsub.add_parser("report", help="render report.html and report.md again from saved results")
-    p.add_argument("--budget", choices=("smoke", "quick", "full"), default="quick")
+    p.add_argument(
+        "--budget",
+        choices=("smoke", "quick", "full"),
+        default="quick",
+        help="smoke (seconds, a check), quick (the default, about 30-50 minutes on 2 cores), full",
+    )
     p.add_argument("--output", default=None, help="the folder of `lab run` (default runs/lab-BUDGET)")
     p.set_defaults(func=_cmd_report)
 
