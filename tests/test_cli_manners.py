@@ -109,3 +109,25 @@ def test_plot_lr_exponential_decays_as_the_step_schedule_by_default(
     # fractions of the peak rate
     assert step(31 * 100) == pytest.approx(0.1) and exp(31 * 100) == pytest.approx(0.1 ** (31 / 30))
     assert exp(2 * 100) > 0.8
+
+
+def test_every_reporting_command_speaks_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    def sub(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return action.choices[name]  # type: ignore[no-any-return]
+
+    root = cli.build_parser()
+    commands = {
+        "models": sub(root, "models"), "doctor": sub(root, "doctor"), "predict": sub(root, "predict"),
+        "summary": sub(root, "summary"), "compare": sub(root, "compare"), "eval": sub(root, "eval"),
+        "ensemble": sub(root, "ensemble"), "decompose": sub(root, "decompose"),
+        "lab list": sub(sub(root, "lab"), "list"),
+    }  # fmt: skip
+    for name, parser in commands.items():
+        fmt = next((a for a in parser._actions if "--format" in a.option_strings), None)
+        assert fmt is not None and "json" in (fmt.choices or ()), name
+    assert cli.main(["lab", "list", "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {"separable", "shuffle"} <= {e["name"] for e in listed}

@@ -30,6 +30,15 @@ def list_text() -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    if args.format == "json":
+        import json
+
+        from cnnkit.lab.experiments import EXPERIMENTS
+
+        print(
+            json.dumps([{"name": n, "arms": len(e.arms), "claim": e.title} for n, e in EXPERIMENTS.items()])
+        )
+        return 0
     print(list_text())
     return 0
 
@@ -81,6 +90,7 @@ def add_lab_commands(sub: Any) -> None:
     lsub = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
 
     p = lsub.add_parser("list", help="the experiments and their claims")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     p.set_defaults(func=_cmd_list)
 
     p = lsub.add_parser(
@@ -98,7 +108,7 @@ def add_lab_commands(sub: Any) -> None:
         "--budget",
         choices=("smoke", "quick", "full"),
         default="quick",
-        help="smoke (seconds, a check), quick (the default, about 30-50 minutes on 2 cores), full",
+        help="smoke (seconds, a check), quick (default; about 10 minutes an experiment on 2 cores), full",
     )
     p.add_argument(
         "--output", default=None, help="folder for runs, figures and the report (default runs/lab-BUDGET)"
@@ -117,7 +127,7 @@ def add_lab_commands(sub: Any) -> None:
         "--budget",
         choices=("smoke", "quick", "full"),
         default="quick",
-        help="smoke (seconds, a check), quick (the default, about 30-50 minutes on 2 cores), full",
+        help="smoke (seconds, a check), quick (default; about 10 minutes an experiment on 2 cores), full",
     )
     p.add_argument("--output", default=None, help="the folder of `lab run` (default runs/lab-BUDGET)")
     p.set_defaults(func=_cmd_report)
