@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 train: $(VENV)/.installed
+	$(PY) -m cnnkit.data.fetch fashion-mnist
 	$(VENV)/bin/cnnkit train
 
 lint: $(VENV)/.installed
