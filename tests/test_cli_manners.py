@@ -131,3 +131,10 @@ def test_every_reporting_command_speaks_json(capsys: pytest.CaptureFixture[str])
     assert cli.main(["lab", "list", "--format", "json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert {"separable", "shuffle"} <= {e["name"] for e in listed}
+
+
+def test_the_parser_loads_no_torch() -> None:
+    # `cnnkit --help` and a mistaken argument answer at once: the parsers import no torch
+    code = "import sys, cnnkit.cli; cnnkit.cli.build_parser(); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

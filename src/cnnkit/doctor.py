@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cnnkit.train.precision import cpu_flags
+
 __all__ = ["Check", "add_doctor_command", "cpu_flags", "cpu_name", "main", "run_checks"]
 
 # torch below this loads with a weights_only unpickler that has known bypasses (pyproject's floor)
@@ -108,18 +110,6 @@ def _zoo() -> Iterator[Check]:
 
 
 # ---------------------------------------------------------------- machine
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags the Linux kernel reports (empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def cpu_name() -> str:

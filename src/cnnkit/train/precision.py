@@ -23,27 +23,42 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch loads with the functions that use it: `cnnkit doctor`'s parser imports cpu_flags
+    import torch
+    from torch import nn
 
-__all__ = ["MAX_SHARE", "MIN_GAIN", "TRIAL_STEPS", "machine_amp", "native_bf16", "timed_amp"]
+__all__ = ["MAX_SHARE", "MIN_GAIN", "TRIAL_STEPS", "cpu_flags", "machine_amp", "native_bf16", "timed_amp"]
 
 TRIAL_STEPS = 3  # timed forward+backward passes per precision, after one warm-up pass each
 MIN_GAIN = 1.1  # bf16 must be this much faster than fp32 to be chosen
 MAX_SHARE = 0.02  # the trial's passes may be at most this share of the run's steps
 
 
+def cpu_flags() -> set[str]:
+    """The CPU feature flags the Linux kernel reports (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def native_bf16() -> str | None:
     """The CPU's native bf16 instruction sets (``"amx_bf16, avx512_bf16"``), or None."""
-    from cnnkit.doctor import cpu_flags
-
     native = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
     return ", ".join(native) if native else None
 
 
 def _step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None) -> float:
     """The median time of ``TRIAL_STEPS`` forward+backward passes (after a warm-up one)."""
+    import torch
+    from torch import nn
+
     times = []
     for i in range(TRIAL_STEPS + 1):
         t0 = time.perf_counter()
@@ -63,6 +78,8 @@ def machine_amp(device_type: str, run_steps: int) -> tuple[str, str]:
     """``(amp, why)`` for ``--amp auto`` where the machine decides alone; ``amp`` is none,
     bf16, fp16, or ``auto`` where only a timed pass of the model can (:func:`timed_amp`)."""
     if device_type == "cuda":
+        import torch
+
         if torch.cuda.is_bf16_supported():
             return "bf16", "auto: CUDA with bf16"
         return "fp16", "auto: CUDA without bf16, so fp16 with a gradient scaler"
@@ -84,6 +101,8 @@ def machine_amp(device_type: str, run_steps: int) -> tuple[str, str]:
 def timed_amp(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[str, str]:
     """``(amp, why)``: bf16 if forward+backward passes of ``model`` on the batch ``(x, y)`` run at
     least ``MIN_GAIN`` faster in it than in fp32, else none; timed on a copy of ``model``."""
+    import torch
+
     trial_model = copy.deepcopy(model).train()
     fp32 = _step_seconds(trial_model, x, y, None)
     bf16 = _step_seconds(trial_model, x, y, torch.bfloat16)
