@@ -128,3 +128,25 @@ def test_shuffle_needs_both_arms_trained_before_comparing() -> None:
     # one arm near chance: the difference says nothing about the shuffle
     assert verdict([0.31, 0.25, 0.12], [0.32, 0.55, 0.20]) == "inconclusive"
     assert verdict([0.80, 0.82, 0.81], [0.10, 0.11, 0.09]) == "inconclusive"
+
+
+def test_transposed_verdict_on_fixed_numbers() -> None:
+    from cnnkit.lab.experiments import transposed
+
+    good = {
+        "inner_conv": 10.0, "inner_transposed": 10.0, "adjoint_rel_error": 0.0, "gradient_max_diff": 0.0,
+        "gradient_scale": 1.0, "output_size": [32, 32], "formula_size": 32,
+        "k3s2": {"kernel": 3, "stride": 2, "ratio": 4.0}, "k4s2": {"kernel": 4, "stride": 2, "ratio": 1.0},
+        "resize": {"kernel": 3, "stride": 2, "ratio": 1.0},
+    }  # fmt: skip
+    assert transposed.judge(good).verdict == "reproduced"
+    even = {**good, "k3s2": {"kernel": 3, "stride": 2, "ratio": 1.0}}  # no checkerboard: one check fails
+    assert transposed.judge(even).verdict == "partly"
+
+
+def test_transposed_experiment_measures_the_adjoint_and_the_checkerboard(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from cnnkit.lab.runner import run_experiments
+
+    (result,) = run_experiments(["transposed"], "smoke", output=tmp_path, device="cpu", threads=1)
+    assert result["verdict"]["verdict"] == "reproduced"
+    assert (tmp_path / "transposed" / "checkerboard.png").stat().st_size > 0

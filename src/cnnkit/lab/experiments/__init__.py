@@ -26,6 +26,7 @@ from cnnkit.lab.experiments import (
     se,
     separable,
     shuffle,
+    transposed,
     wide,
 )
 from cnnkit.lab.spec import Experiment
@@ -38,6 +39,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         separable.EXPERIMENT,
         shuffle.EXPERIMENT,
         dilation.EXPERIMENT,
+        transposed.EXPERIMENT,
         residual.EXPERIMENT,
         wide.EXPERIMENT,
         ensemble.EXPERIMENT,
