@@ -21,7 +21,7 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,7 +120,8 @@ class _DivergenceWatch:
         self.above = self.above + 1 if self.mean > self.high else 0
         if self.above >= self.STEPS:
             raise _Diverged(
-                step, f"running loss above {self.high:.3g} for {self.above} steps (chance: ln(K) = {self.chance:.2f})"
+                step,
+                f"running loss above {self.high:.3g} for {self.above} steps (chance: ln(K) = {self.chance:.2f})",
             )
         self.rising = self.rising + 1 if previous is not None and self.mean > previous else 0
         self.lowest = min(self.lowest, self.mean)
@@ -395,7 +396,15 @@ def _set_up(
         amp, why = machine_amp(session.device.type, batches.steps * cfg.epochs)
         cfg, sources = dataclasses.replace(cfg, amp=amp), {**(sources or {}), "amp": why}
     if cfg.amp == "auto":
-        cfg, sources = _timed_amp(cfg, sources, session, model, data, batches, mean, std)
+
+        def run_batch() -> tuple[torch.Tensor, torch.Tensor]:
+            idx, dev = batches.epoch(-1)[0], session.device
+            x = normalize(
+                data.train_x[idx].to(dev), mean.to(dev), std.to(dev), channels_last=cfg.channels_last
+            )
+            return x, data.train_y[idx].to(dev)
+
+        cfg, sources = _timed_amp(cfg, sources, session, model, run_batch)
     said = ""
     if cfg.lr_find and resume_state is None:
         cfg, sources, said = _range_test(cfg, sources, session, model, data, batches, mean, std)
@@ -427,31 +436,30 @@ def _set_up(
     return run, progress
 
 
-def _timed_amp(
-    cfg: TrainConfig,
-    sources: dict[str, str] | None,
-    session: Session,
-    model: nn.Module,
-    data: DatasetTensors,
-    batches: _Batches,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-) -> tuple[TrainConfig, dict[str, str] | None]:
-    """``--amp auto`` where the machine alone cannot decide: :func:`~cnnkit.train.precision.timed_amp`
-    on the model and one of the run's batches (rank 0's choice, for every rank)."""
-    device = session.device
+def _prepare(model: nn.Module, cfg: TrainConfig, device: torch.device) -> None:
+    """The model on the run's device and memory format, before a measurement on it."""
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    choice: list[Any] = ["none", ""]
-    if session.is_main:
-        idx = batches.epoch(-1)[0]
-        x = normalize(data.train_x[idx].to(device), mean.to(device), std.to(device), channels_last=cfg.channels_last)
-        choice = list(timed_amp(model, x, data.train_y[idx].to(device)))
+
+
+def _rank0_choice(session: Session, choose: Callable[[], list[Any]], default: list[Any]) -> list[Any]:
+    """What rank 0 chooses, for every rank: ranks that measure apart would choose apart and drift."""
+    choice = choose() if session.is_main else default
     if session.world > 1:
         import torch.distributed as dist
 
         dist.broadcast_object_list(choice, src=0)
+    return choice
+
+
+def _timed_amp(
+    cfg: TrainConfig, sources: dict[str, str] | None, session: Session, model: nn.Module, run_batch: Any
+) -> tuple[TrainConfig, dict[str, str] | None]:
+    """``--amp auto`` where the machine alone cannot decide: :func:`~cnnkit.train.precision.timed_amp`
+    on the model and one of the run's batches ``run_batch() -> (x, y)``."""
+    _prepare(model, cfg, session.device)
+    choice = _rank0_choice(session, lambda: list(timed_amp(model, *run_batch())), ["none", ""])
     return dataclasses.replace(cfg, amp=choice[0]), {**(sources or {}), "amp": choice[1]}
 
 
@@ -470,9 +478,7 @@ def _range_test(
     augmentation, from the initial weights, which it puts back); ``lr_find.png`` and
     ``lr_find.json`` go to the run folder; the line that says so follows the run's first."""
     device = session.device
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+    _prepare(model, cfg, device)
     order = batches.epoch(-1)  # a batch order of its own, not epoch 0's
     mean, std = mean.to(device), std.to(device)
     gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(cfg.seed - 1)
@@ -485,18 +491,13 @@ def _range_test(
             logits = model(x)
         return F.cross_entropy(logits.float(), target, label_smoothing=cfg.smoothing)
 
-    # one test, on rank 0 (its shard of the batches), whose rate every rank takes: ranks that
-    # each read their own curve would choose different rates and drift apart
-    choice: list[Any] = [None, ""]
-    if session.is_main:
+    def test() -> list[Any]:  # one test, on rank 0 (its shard of the batches), whose rate every rank takes
         found = find_lr(model, step_loss, lambda lr: make_optimizer(cfg, model, lr), steps=_RANGE_TEST_STEPS)
         plot_lr_find(found, session.out / "lr_find.png")
         write_text(session.out / "lr_find.json", json.dumps(found.to_dict()) + "\n")
-        choice = [found.lr, found.rule]
-    if session.world > 1:
-        import torch.distributed as dist
+        return [found.lr, found.rule]
 
-        dist.broadcast_object_list(choice, src=0)
+    choice = _rank0_choice(session, test, [None, ""])
     share = _RANGE_TEST_STEPS / max(batches.steps * cfg.epochs, 1)
     said = f"\n--lr auto: {choice[1]}; the test took {100 * share:.0f}% of the run's steps"
     return dataclasses.replace(cfg, lr=choice[0]), {**(sources or {}), "lr": f"auto: {choice[1]}"}, said
@@ -525,7 +526,9 @@ def _fit(
     traits = model_traits(cfg.model) if cfg.recipe in ADAPTIVE_RECIPES else Traits(0, True)
     n = len(data.train_y)
     cfg, sources = adapt(cfg, sources, n_train=n, family=family, tuned_for=tuned_for, traits=traits)
-    if cfg.amp == "auto":  # what the machine decides alone; a timed pass at the start of the run decides the rest
+    if (
+        cfg.amp == "auto"
+    ):  # what the machine decides alone; a timed pass at the start of the run decides the rest
         cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
         amp, why = machine_amp("cuda" if cuda else "cpu", max(n // cfg.batch_size, 1) * cfg.epochs)
         cfg, sources = dataclasses.replace(cfg, amp=amp), {**sources, "amp": why}
@@ -639,7 +642,9 @@ def _precise_bn(run: _Run) -> None:
     keep = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: min(cfg.precise_bn, n)]
     keep = keep.to(run.train_x.device)
     batches = (
-        normalize(run.train_x[keep[i : i + cfg.batch_size]], run.mean, run.std, channels_last=cfg.channels_last)
+        normalize(
+            run.train_x[keep[i : i + cfg.batch_size]], run.mean, run.std, channels_last=cfg.channels_last
+        )
         for i in range(0, len(keep), cfg.batch_size)
     )
     with _autocast(run.session.device, cfg.amp):
