@@ -14,7 +14,7 @@ from cnnkit.train.config import validate_config
 
 ISSUE_LIST = {
     "separable", "residual", "init", "norm", "regularise", "augment", "schedule", "activation",
-    "ensemble", "shuffle", "wide", "se", "dense", "dilation", "transposed",
+    "ensemble", "shuffle", "wide", "se", "dense", "dilation", "transposed", "stack",
 }  # fmt: skip
 NO_TRAINING = {"dilation", "transposed"}
 

@@ -150,3 +150,39 @@ def test_transposed_experiment_measures_the_adjoint_and_the_checkerboard(tmp_pat
     (result,) = run_experiments(["transposed"], "smoke", output=tmp_path, device="cpu", threads=1)
     assert result["verdict"]["verdict"] == "reproduced"
     assert (tmp_path / "transposed" / "checkerboard.png").stat().st_size > 0
+
+
+def test_stack_verdict_on_fixed_numbers() -> None:
+    from cnnkit.lab.experiments import stack
+
+    def pair(ratio: float, expected: float, gain: float, se: float) -> dict[str, object]:
+        return {
+            "stacked": {"stage_weights": 1, "field": 38}, "single": {"stage_weights": 1, "field": 38},
+            "weight_ratio": ratio, "expected_ratio": expected,
+            "accuracy_gain": {"mean": gain, "se": se, "n": 3.0, "wins": 2.0},
+        }  # fmt: skip
+
+    good = {"pairs": {"5": pair(0.72, 0.72, 0.004, 0.003), "7": pair(27 / 49, 27 / 49, -0.002, 0.003)}}
+    assert stack.judge(good).verdict == "reproduced"  # -0.2 points is within one standard error
+    worse = {"pairs": {"5": pair(0.72, 0.72, -0.02, 0.003), "7": pair(27 / 49, 27 / 49, 0.01, 0.003)}}
+    assert stack.judge(worse).verdict == "partly"
+
+
+def test_stack_counts_the_lectures_weights() -> None:
+    from cnnkit.lab.experiments.stack import stage_weights
+
+    # VGG: 2 x 3^2 C^2 = 18 C^2 against 5^2 C^2; 3 x 3^2 C^2 = 27 C^2 against 7^2 C^2 (C = 64)
+    assert stage_weights(5, True)["stage_weights"] == 18 * 64**2
+    assert stage_weights(5, False)["stage_weights"] == 25 * 64**2
+    assert stage_weights(7, True)["stage_weights"] == 27 * 64**2
+    assert stage_weights(7, False)["stage_weights"] == 49 * 64**2
+    assert stage_weights(5, True)["field"] == stage_weights(5, False)["field"]
+    assert stage_weights(7, True)["field"] == stage_weights(7, False)["field"]
+
+
+def test_stack_runs_at_the_smoke_budget(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from cnnkit.lab.runner import run_experiments
+
+    (result,) = run_experiments(["stack"], "smoke", output=tmp_path, device="cpu", threads=1)
+    assert result["verdict"]["verdict"] in ("reproduced", "partly", "not reproduced")
+    assert len(result["numbers"]["pairs"]) == 2

@@ -26,6 +26,7 @@ from cnnkit.lab.experiments import (
     se,
     separable,
     shuffle,
+    stack,
     transposed,
     wide,
 )
@@ -40,6 +41,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         shuffle.EXPERIMENT,
         dilation.EXPERIMENT,
         transposed.EXPERIMENT,
+        stack.EXPERIMENT,
         residual.EXPERIMENT,
         wide.EXPERIMENT,
         ensemble.EXPERIMENT,
