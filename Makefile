@@ -11,10 +11,11 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
-	$(PY) -m pip install -q -e '.[dev]' $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[dev,onnx,tensorboard]' $(TORCH_PINS)
 	touch $@
 
 train: $(VENV)/.installed
+	$(PY) -m cnnkit.data.fetch fashion-mnist
 	$(VENV)/bin/cnnkit train
 
 lint: $(VENV)/.installed

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["conv_peak", "machine_info"]
+__all__ = ["conv_peak", "machine_info", "training_peak"]
 
 # (channels, spatial size, batch): 3x3 convs as in fmnet/ResNet stages on 28x28 inputs
 PEAK_SHAPES = ((64, 28, 64), (128, 14, 64), (256, 7, 128))
@@ -41,12 +41,16 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def conv_peak(dtype: torch.dtype = torch.float32, repeat: int = 5, batch_divisor: int = 1) -> dict[str, Any]:
-    """Best forward FLOP/s of a 3x3 conv (2 FLOPs per multiply-add) over ``PEAK_SHAPES`` and both layouts.
+def conv_peak(
+    dtype: torch.dtype = torch.float32, repeat: int = 5, batch_divisor: int = 1, *, train: bool = False
+) -> dict[str, Any]:
+    """Best FLOP/s of a 3x3 conv (2 FLOPs per multiply-add) over ``PEAK_SHAPES`` and both layouts.
 
-    bf16 runs under CPU autocast, as the trainer's ``--amp bf16`` does. Each figure is the
-    median of ``repeat`` timed calls after two warm-up calls; ``batch_divisor`` shrinks the
-    batches for a quick (less exact) reading.
+    Forward only, or with ``train`` forward and both backward passes (the input's gradient and
+    the weight's: 3x the forward's FLOPs), as a training step runs them. bf16 runs under CPU
+    autocast, as the trainer's ``--amp bf16`` does. Each figure is the median of ``repeat``
+    timed calls after two warm-up calls; ``batch_divisor`` shrinks the batches for a quick
+    (less exact) reading.
     """
     rows = []
     for c, hw, full in PEAK_SHAPES:
@@ -57,18 +61,23 @@ def conv_peak(dtype: torch.dtype = torch.float32, repeat: int = 5, batch_divisor
             if cl:
                 conv = conv.to(memory_format=torch.channels_last)
                 x = x.contiguous(memory_format=torch.channels_last)
-            with (
-                torch.no_grad(),
-                torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16),
-            ):
+            x.requires_grad_(train)
+
+            def call(conv: torch.nn.Module = conv, x: torch.Tensor = x) -> None:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                    y = conv(x)
+                if train:
+                    y.backward(torch.ones_like(y))
+
+            with torch.set_grad_enabled(train):
                 for _ in range(2):
-                    conv(x)
+                    call()
                 times = []
                 for _ in range(repeat):
                     t0 = time.perf_counter()
-                    conv(x)
+                    call()
                     times.append(time.perf_counter() - t0)
-            flops = 2 * n * c * c * 9 * hw * hw
+            flops = 2 * n * c * c * 9 * hw * hw * (3 if train else 1)
             rows.append(
                 {
                     "channels": c,
@@ -85,3 +94,17 @@ def conv_peak(dtype: torch.dtype = torch.float32, repeat: int = 5, batch_divisor
         "best": best,
         "shapes": rows,
     }
+
+
+def training_peak(repeat: int = 5, batch_divisor: int = 1) -> dict[str, Any]:
+    """P of the issue "Speed": the machine's best 3x3-convolution training throughput, in
+    GFLOP/s (forward and both backward passes, best of fp32 and bf16 and of both layouts).
+    A run's normalised time is its wall-clock training time x P / 1000: the seconds it would
+    take on a machine whose peak is 1 TFLOP/s. bf16 is measured only where it is native (an
+    emulated bf16 is never the best)."""
+    from cnnkit.train.precision import native_bf16
+
+    dtypes = [torch.float32] + ([torch.bfloat16] if native_bf16() else [])
+    peaks = {str(d).removeprefix("torch."): conv_peak(d, repeat, batch_divisor, train=True) for d in dtypes}
+    best = max(peaks, key=lambda k: peaks[k]["peak_gflops"])
+    return {"P_gflops": peaks[best]["peak_gflops"], "dtype": best, "by_dtype": peaks}

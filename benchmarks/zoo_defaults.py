@@ -19,13 +19,19 @@ restarts it at a lower rate) is recorded. Two runs go at a time, one thread each
 cores that trains about 1.5-2x more images an hour than one run on two threads (measured
 here on ResNet-18, GoogLeNet, MobileNet and DenseNet steps).
 
-Budget: the 14 models' training steps sum to about 250 ms per 28x28 image on 2 threads
-(ResNeXt-50 alone 54, GoogLeNet 38, ZFNet 30), so 5 runs x 2 datasets x 14 models fit an
-hour only at about 2 epochs of 1,000-1,500 images.
+Budget: one training step of each of the 14 models sums to about 560 ms per 28x28
+Fashion-MNIST image (small-input stems: ResNeXt-50 125, GoogLeNet 121, ZFNet 68, DenseNet 60)
+and 380 ms per 64x64 photo (WRN-16-4, a CIFAR net at full resolution, 133) on one thread of
+this Xeon, forward and backward, measured apart. 5 runs x 2 datasets of 2 epochs of 1,000 and
+1,500 images are then about 12,000 process-seconds of training, evaluation and start-up
+about 3,000 more: two hours two runs at a time. The issue's 45 minutes would leave about
+one epoch of 400 images a run: too few steps for any rate to show.
 
 Run: ``python benchmarks/zoo_defaults.py`` (writes ``benchmarks/results/zoo_defaults.{json,md}``);
 ``--models``, ``--data`` and ``--no-sweep`` pick a part of it; ``--only-defaults`` re-runs
-the defaults beside the recorded sweep.
+the defaults beside the recorded sweep; ``--resume`` continues an interrupted call (each run
+records ``benchmark_row.json`` in its folder); ``--report-only`` prints the table of what is
+recorded. The defaults run first, then each model's sweep, cheapest model first.
 """
 
 from __future__ import annotations

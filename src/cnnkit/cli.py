@@ -1,7 +1,9 @@
 """The ``cnnkit`` command: parse, call the library, print.
 
 Heavy imports (torch, the zoo, matplotlib) happen inside each command so that
-``cnnkit --help`` and argument errors are instant.
+``cnnkit --help`` and argument errors are instant. Shell manners: ``--version``; a
+mistaken argument gets two lines (the error and where help is), not the whole usage; a
+reader that closes the pipe early (``cnnkit models | head -3``) ends the command quietly.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +36,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
         rows.append(
             (name, info.family, f"{params / 1e6:.2f}", f"{mult_adds / 1e6:,.0f}", info.torchvision or "-")
         )
+    if args.format == "json":
+        keys = ("model", "family", "params", "mult_adds", "torchvision")
+        print(json.dumps([
+            dict(zip(keys, (n, get_model_info(n).family, *model_stats(n), get_model_info(n).torchvision), strict=True))
+            for n in names
+        ]))  # fmt: skip
+        return 0
     header = ("model", "family", "params (M)", "mult-adds (M)", "torchvision")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print("1000 classes, 3x224x224 input; mult-adds per image (FLOPs = 2 x mult-adds)")
@@ -153,6 +163,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     images = torch.stack([read_image(path, channels=chans, size=size) for path in args.images])
     with torch.no_grad():
         probs = model(normalize(images, mean, std)).softmax(1)
+    if args.format == "json":
+        top = [p.topk(min(5, len(p))) for p in probs]
+        print(json.dumps([
+            {"image": path, "top5": [{"label": classes[i], "probability": v}
+                                     for v, i in zip(t.values.tolist(), t.indices.tolist(), strict=True)]}
+            for path, t in zip(args.images, top, strict=True)
+        ]))  # fmt: skip
+        return 0
     for path, p in zip(args.images, probs, strict=True):
         top = p.topk(min(5, len(p)))
         print(
@@ -166,13 +184,40 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = (
+    "cnnkit: the convolution variants, the ILSVRC architectures and the training ingredients of the "
+    'lecture "Convolutional Neural Networks 2", as layers, models, an analysis tool, a trainer and a lab.'
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a short error: the problem and where help is, not the full usage (every
+    sub-command's parser is one of these: ``add_subparsers`` makes its parsers of the parent's class)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cnnkit")
+    except PackageNotFoundError:  # run from a source tree without an install
+        from cnnkit import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cnnkit", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="cnnkit", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"cnnkit {_version()}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("models", help="list the model zoo with parameter counts")
     p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'resnet*'")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     p.set_defaults(func=_cmd_models)
 
     from cnnkit.analysis.cli_support import add_analysis_commands  # argparse only; no torch
@@ -199,22 +244,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="top-1/top-5 of a trained run on a dataset's test split")
     p.add_argument("--checkpoint", required=True, help="run folder (or its model.safetensors)")
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument(
+        "--dataset", default="fashion-mnist", help="dataset whose test split to use (default: fashion-mnist)"
+    )
+    p.add_argument(
+        "--data-dir", default=None, help="folder with the dataset files (default: the usual places)"
+    )
+    p.add_argument("--batch-size", type=int, default=1000, help="images per forward pass (default: 1000)")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("ensemble", help="evaluate the averaged-softmax fusion of runs beside each member")
     p.add_argument("runs", nargs="+", help="run folders")
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument(
+        "--dataset", default="fashion-mnist", help="dataset whose test split to use (default: fashion-mnist)"
+    )
+    p.add_argument(
+        "--data-dir", default=None, help="folder with the dataset files (default: the usual places)"
+    )
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     p.set_defaults(func=_cmd_ensemble)
 
     p = sub.add_parser("predict", help="top-5 labels of image files")
     p.add_argument("--checkpoint", required=True, help="run folder (or its model.safetensors)")
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG...), resized to the run's input size")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     p.set_defaults(func=_cmd_predict)
 
     return parser
@@ -227,7 +281,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # the reader has what it wanted (`| head`): no error, and nothing more to write
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("cnnkit: interrupted", file=sys.stderr)
         return 130

@@ -11,6 +11,8 @@ nothing and write only a probe file (deleted at once) in the output folder. Run 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import platform
 import shutil
@@ -20,6 +22,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cnnkit.train.precision import cpu_flags
 
 __all__ = ["Check", "add_doctor_command", "cpu_flags", "cpu_name", "main", "run_checks"]
 
@@ -106,18 +110,6 @@ def _zoo() -> Iterator[Check]:
 
 
 # ---------------------------------------------------------------- machine
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags the Linux kernel reports (empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def cpu_name() -> str:
@@ -439,16 +431,27 @@ def run_checks(
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    failed = False
+    failed, found = False, []
     for check in run_checks(args.data_dir, args.output):
-        print(check, flush=True)
+        if args.format == "json":
+            found.append(dataclasses.asdict(check))
+        else:
+            print(check, flush=True)
         failed |= check.status == "FAIL"
+    if args.format == "json":
+        print(json.dumps(found))
     return 1 if failed else 0
 
 
 def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="dataset folder to check (also imagefolder layout)")
     p.add_argument("--output", default=None, help="output folder to check (default: runs)")
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="output format (default: text, one line a check)",
+    )
     p.set_defaults(func=_cmd_doctor)
 
 

@@ -1,4 +1,4 @@
-"""Low-rank separable decompositions of trained convolutions (cnnkit.deploy.decompose).
+"""Low-rank separable decompositions of trained convolutions (cnnkit.deploy.decomposition).
 
 Checked against outside definitions: a convolution whose kernel is built from separable
 factors (Jaderberg et al. 2014 scheme 2; the MobileNet block; Jin et al. 2015's
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cnnkit.analysis.summary import summarize
-from cnnkit.deploy.decompose import (
+from cnnkit.deploy.decomposition import (
     METHODS,
     build_decomposed,
     decompose,

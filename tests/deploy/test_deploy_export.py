@@ -1,4 +1,4 @@
-"""Export (cnnkit.deploy.export): the file, loaded back without cnnkit's classes, gives the
+"""Export (cnnkit.deploy.exporters): the file, loaded back without cnnkit's classes, gives the
 model's outputs on fresh inputs of another batch size; ONNX needs packages this
 environment may lack, and then says which.
 """
@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from cnnkit.deploy.decompose import decompose
-from cnnkit.deploy.export import export, load_exported, missing_onnx_packages
+from cnnkit.deploy.decomposition import decompose
+from cnnkit.deploy.exporters import export, load_exported, missing_onnx_packages
 from cnnkit.deploy.fuse import fuse_bn
 from cnnkit.models.registry import create_model
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from cnnkit.deploy.decompose import decompose
+from cnnkit.deploy.decomposition import decompose
 from cnnkit.deploy.fuse import fold_conv_bn, foldable_pairs, fuse_bn
 from cnnkit.models.registry import create_model
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from cnnkit.data.sources import load_dataset
 from cnnkit.deploy.cli_support import add_deploy_commands
-from cnnkit.deploy.export import load_exported
+from cnnkit.deploy.exporters import load_exported
 from cnnkit.deploy.latency import compare_latency, measure_latency
 from cnnkit.deploy.runs import decompose_run, recalibrate_bn
 from cnnkit.run import load_run
@@ -221,7 +221,7 @@ def test_recalibrate_bn_recomputes_the_running_statistics() -> None:
 def test_cli_choices_match_the_library() -> None:
     # cli_support repeats them so that `cnnkit --help` needs no torch import
     from cnnkit.deploy import cli_support
-    from cnnkit.deploy.decompose import METHODS
-    from cnnkit.deploy.export import EXPORT_FORMATS
+    from cnnkit.deploy.decomposition import METHODS
+    from cnnkit.deploy.exporters import EXPORT_FORMATS
 
     assert cli_support.METHODS == METHODS and cli_support.FORMATS == EXPORT_FORMATS

@@ -119,3 +119,17 @@ def test_registering_the_commands_imports_neither_torch_nor_matplotlib() -> None
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_lab_run_says_how_far_it_is_and_the_time_left(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cnnkit.lab.runner import run_experiments
+
+    run_experiments(["separable"], "smoke", output=tmp_path, device="cpu", threads=1)
+    lines = [line for line in capsys.readouterr().err.splitlines() if " seed 0 (" in line]
+    assert lines[0].endswith("[run 1 of 2]")  # nothing trained yet: no estimate
+    assert lines[1].endswith("[run 2 of 2; under a minute left]")
+    run_experiments(["separable"], "smoke", output=tmp_path, device="cpu", threads=1)  # read back
+    again = [line for line in capsys.readouterr().err.splitlines() if " seed 0 (" in line]
+    assert again[1].endswith("[run 2 of 2]")  # a run read back from disk does not make an estimate

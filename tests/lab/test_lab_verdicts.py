@@ -128,3 +128,61 @@ def test_shuffle_needs_both_arms_trained_before_comparing() -> None:
     # one arm near chance: the difference says nothing about the shuffle
     assert verdict([0.31, 0.25, 0.12], [0.32, 0.55, 0.20]) == "inconclusive"
     assert verdict([0.80, 0.82, 0.81], [0.10, 0.11, 0.09]) == "inconclusive"
+
+
+def test_transposed_verdict_on_fixed_numbers() -> None:
+    from cnnkit.lab.experiments import transposed
+
+    good = {
+        "inner_conv": 10.0, "inner_transposed": 10.0, "adjoint_rel_error": 0.0, "gradient_max_diff": 0.0,
+        "gradient_scale": 1.0, "output_size": [32, 32], "formula_size": 32,
+        "k3s2": {"kernel": 3, "stride": 2, "ratio": 4.0}, "k4s2": {"kernel": 4, "stride": 2, "ratio": 1.0},
+        "resize": {"kernel": 3, "stride": 2, "ratio": 1.0},
+    }  # fmt: skip
+    assert transposed.judge(good).verdict == "reproduced"
+    even = {**good, "k3s2": {"kernel": 3, "stride": 2, "ratio": 1.0}}  # no checkerboard: one check fails
+    assert transposed.judge(even).verdict == "partly"
+
+
+def test_transposed_experiment_measures_the_adjoint_and_the_checkerboard(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from cnnkit.lab.runner import run_experiments
+
+    (result,) = run_experiments(["transposed"], "smoke", output=tmp_path, device="cpu", threads=1)
+    assert result["verdict"]["verdict"] == "reproduced"
+    assert (tmp_path / "transposed" / "checkerboard.png").stat().st_size > 0
+
+
+def test_stack_verdict_on_fixed_numbers() -> None:
+    from cnnkit.lab.experiments import stack
+
+    def pair(ratio: float, expected: float, gain: float, se: float) -> dict[str, object]:
+        return {
+            "stacked": {"stage_weights": 1, "field": 38}, "single": {"stage_weights": 1, "field": 38},
+            "weight_ratio": ratio, "expected_ratio": expected,
+            "accuracy_gain": {"mean": gain, "se": se, "n": 3.0, "wins": 2.0},
+        }  # fmt: skip
+
+    good = {"pairs": {"5": pair(0.72, 0.72, 0.004, 0.003), "7": pair(27 / 49, 27 / 49, -0.002, 0.003)}}
+    assert stack.judge(good).verdict == "reproduced"  # -0.2 points is within one standard error
+    worse = {"pairs": {"5": pair(0.72, 0.72, -0.02, 0.003), "7": pair(27 / 49, 27 / 49, 0.01, 0.003)}}
+    assert stack.judge(worse).verdict == "partly"
+
+
+def test_stack_counts_the_lectures_weights() -> None:
+    from cnnkit.lab.experiments.stack import stage_weights
+
+    # VGG: 2 x 3^2 C^2 = 18 C^2 against 5^2 C^2; 3 x 3^2 C^2 = 27 C^2 against 7^2 C^2 (C = 64)
+    assert stage_weights(5, True)["stage_weights"] == 18 * 64**2
+    assert stage_weights(5, False)["stage_weights"] == 25 * 64**2
+    assert stage_weights(7, True)["stage_weights"] == 27 * 64**2
+    assert stage_weights(7, False)["stage_weights"] == 49 * 64**2
+    assert stage_weights(5, True)["field"] == stage_weights(5, False)["field"]
+    assert stage_weights(7, True)["field"] == stage_weights(7, False)["field"]
+
+
+def test_stack_runs_at_the_smoke_budget(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from cnnkit.lab.runner import run_experiments
+
+    (result,) = run_experiments(["stack"], "smoke", output=tmp_path, device="cpu", threads=1)
+    assert result["verdict"]["verdict"] in ("reproduced", "partly", "not reproduced")
+    assert len(result["numbers"]["pairs"]) == 2

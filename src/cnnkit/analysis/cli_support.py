@@ -150,17 +150,21 @@ def add_analysis_commands(sub: Any) -> None:
     p = sub.add_parser("summary", help="per-layer parameters, mult-adds, activations, receptive fields")
     p.add_argument("name", help="registered model name (`cnnkit models` lists them)")
     _add_input_size(p)
-    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--depth", type=int, default=None, help="group rows by the first N parts of module names")
     p.add_argument("--batch-size", type=int, default=1, help="batch for the training-memory estimate")
-    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument(
+        "--num-classes", type=int, default=None, help="classifier outputs (default: the model's 1000)"
+    )
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("compare", help="models side by side (params, mult-adds, activations)")
     p.add_argument("names", nargs="+", help="registered model names")
     _add_input_size(p)
-    p.add_argument("--format", choices=FORMATS, default="table")
-    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    p.add_argument(
+        "--num-classes", type=int, default=None, help="classifier outputs (default: the model's 1000)"
+    )
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("rf", help="plot the receptive field's growth layer by layer")

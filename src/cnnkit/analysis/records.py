@@ -443,6 +443,12 @@ class ModelSummary:
     def __str__(self) -> str:
         return self.to_table()
 
+    def __repr__(self) -> str:  # a summary shown at a prompt is the table, as torchinfo's
+        return self.to_table()
+
+    def _repr_html_(self) -> str:  # a notebook's display
+        return self._table(None).html()
+
 
 @dataclass
 class Comparison:

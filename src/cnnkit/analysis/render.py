@@ -99,6 +99,27 @@ class Table:
             text += ["", *self.footer]
         return "\n".join(text)
 
+    def html(self) -> str:
+        """An HTML table (a notebook's rich display): headers, rows, the total in bold, the footer."""
+        from html import escape
+
+        def row(cells: Sequence[str], tag: str = "td", bold: bool = False) -> str:
+            cell = (lambda c: f"<b>{escape(c)}</b>") if bold else escape
+            return (
+                "<tr>"
+                + "".join(
+                    f'<{tag} style="text-align:{"left" if i < self.left else "right"}">{cell(c)}</{tag}>'
+                    for i, c in enumerate(cells)
+                )
+                + "</tr>"
+            )
+
+        body = [row(self.headers, "th"), *(row(r) for r in self.rows)]
+        if self.total is not None:
+            body.append(row(self.total, bold=True))
+        foot = "".join(f"<p>{escape(line)}</p>" for line in self.footer)
+        return "<table>" + "".join(body) + "</table>" + foot
+
     def markdown(self, *, escape_pipes: bool = True) -> str:
         """A Markdown table (numbers right-aligned, the total's cells bold), then the footer as a
         list. ``escape_pipes`` escapes ``|`` in the body's cells."""

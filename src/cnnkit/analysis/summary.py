@@ -274,12 +274,38 @@ def _check_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
     return size
 
 
+def _torchinfo_input(
+    input_size: Sequence[int] | None,
+    input_data: torch.Tensor | None,
+    batch_size: int | None,
+    dtype: torch.dtype | None,
+) -> tuple[tuple[int, ...], int, torch.dtype]:
+    """``(channels, height, width)``, the batch and the dtype from torchinfo's or cnnkit's spelling:
+    an ``input_size`` of 4 numbers, or ``input_data``, carries the batch first (torchinfo);
+    of 3 numbers it is one image (cnnkit's)."""
+    if input_data is not None:
+        if input_size is not None:
+            raise ValueError("give input_size or input_data, not both")
+        if not isinstance(input_data, torch.Tensor) or input_data.dim() < 2:
+            raise ValueError(
+                f"input_data must be a batch tensor (N, C, H, W); got {type(input_data).__name__}"
+            )
+        input_size, dtype = tuple(input_data.shape), dtype or input_data.dtype
+    size = _check_input_size((3, 224, 224) if input_size is None else input_size)
+    if len(size) == 4:  # torchinfo's (N, C, H, W)
+        if batch_size is not None and batch_size != size[0]:
+            raise ValueError(f"input_size {size} has batch {size[0]}, batch_size says {batch_size}; give one")
+        size, batch_size = size[1:], size[0]
+    return size, 1 if batch_size is None else batch_size, dtype or torch.float32
+
+
 def summarize(
     model_or_name: nn.Module | str,
-    input_size: Sequence[int] = (3, 224, 224),
+    input_size: Sequence[int] | None = None,
     *,
-    batch_size: int = 1,
-    dtype: torch.dtype = torch.float32,
+    input_data: torch.Tensor | None = None,
+    batch_size: int | None = None,
+    dtype: torch.dtype | None = None,
     depth: int | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
 ) -> ModelSummary:
@@ -287,10 +313,14 @@ def summarize(
 
     ``model_or_name``: a registered model name (built on ``meta`` with ``in_chans`` taken
     from ``input_size`` and ``model_kwargs`` passed on; ``dtype`` casts its weights) or
-    any ``nn.Module`` (left untouched). ``input_size`` excludes the batch dimension.
-    ``depth`` groups the rendered rows by module-name prefix (``ModelSummary.rows``).
+    any ``nn.Module`` (left untouched). ``input_size``: one image, ``(C, H, W)`` (default
+    ``(3, 224, 224)``), or as torchinfo's ``summary`` takes it, with the batch first,
+    ``(N, C, H, W)``; or ``input_data``, a batch whose shape and dtype are used (torchinfo's
+    ``input_data``; the counts depend on shapes only). ``batch_size`` (default 1) sets the
+    batch of a 3-number ``input_size``. ``depth`` groups the rendered rows by module-name
+    prefix (``ModelSummary.rows``), as torchinfo's ``depth``.
     """
-    size = _check_input_size(input_size)
+    size, batch_size, dtype = _torchinfo_input(input_size, input_data, batch_size, dtype)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}")
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from cnnkit._lazy import lazy_getattr
 
 if TYPE_CHECKING:
-    from cnnkit.deploy.decompose import (
+    from cnnkit.deploy.decomposition import (
         METHODS,
         DecompositionPlan,
         LayerDecomposition,
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
         energy_for_budget,
         plan_decomposition,
     )
-    from cnnkit.deploy.export import EXPORT_FORMATS, ExportResult, export, load_exported
+    from cnnkit.deploy.exporters import EXPORT_FORMATS, ExportResult, export, load_exported
     from cnnkit.deploy.fuse import fold_conv_bn, foldable_pairs, fuse_bn
     from cnnkit.deploy.latency import Latency, compare_latency, measure_latency
     from cnnkit.deploy.runs import decompose_run, finetune_config, recalibrate_bn
@@ -57,27 +57,27 @@ __all__ = [
 # Names load on first use (PEP 562), so `cnnkit --help`, whose parser lives in
 # cnnkit.deploy.cli_support, does not pay for importing torch.
 _HOME = {
-    "DecompositionPlan": "decompose",
-    "EXPORT_FORMATS": "export",
-    "ExportResult": "export",
+    "DecompositionPlan": "decomposition",
+    "EXPORT_FORMATS": "exporters",
+    "ExportResult": "exporters",
     "Latency": "latency",
-    "LayerDecomposition": "decompose",
-    "METHODS": "decompose",
-    "build_decomposed": "decompose",
+    "LayerDecomposition": "decomposition",
+    "METHODS": "decomposition",
+    "build_decomposed": "decomposition",
     "compare_latency": "latency",
-    "decompose": "decompose",
+    "decompose": "decomposition",
     "decompose_run": "runs",
-    "decompose_with_plan": "decompose",
-    "energy_for_budget": "decompose",
-    "export": "export",
+    "decompose_with_plan": "decomposition",
+    "energy_for_budget": "decomposition",
+    "export": "exporters",
     "finetune_config": "runs",
     "fold_conv_bn": "fuse",
     "foldable_pairs": "fuse",
     "fuse_bn": "fuse",
-    "load_exported": "export",
+    "load_exported": "exporters",
     "load_run": "cnnkit.run",
     "measure_latency": "latency",
-    "plan_decomposition": "decompose",
+    "plan_decomposition": "decomposition",
     "recalibrate_bn": "runs",
 }
 

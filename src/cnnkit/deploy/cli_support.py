@@ -18,8 +18,8 @@ from typing import Any
 
 __all__ = ["add_deploy_commands", "decompose_command", "export_command"]
 
-METHODS = ("spatial_separable", "depthwise_separable", "flattened")  # cnnkit.deploy.decompose.METHODS
-FORMATS = ("torchscript", "exported_program", "onnx")  # cnnkit.deploy.export.EXPORT_FORMATS
+METHODS = ("spatial_separable", "depthwise_separable", "flattened")  # cnnkit.deploy.decomposition.METHODS
+FORMATS = ("torchscript", "exported_program", "onnx")  # cnnkit.deploy.exporters.EXPORT_FORMATS
 
 
 def decompose_command(args: argparse.Namespace) -> int:
@@ -43,7 +43,7 @@ def export_command(args: argparse.Namespace) -> int:
     """``cnnkit export``: write the run's model in a deployable format and check its outputs."""
     import torch
 
-    from cnnkit.deploy.export import SUFFIX, export
+    from cnnkit.deploy.exporters import SUFFIX, export
     from cnnkit.run import load_run
 
     model, meta = load_run(args.run_dir)
@@ -89,7 +89,12 @@ def add_deploy_commands(sub: Any) -> None:
         help="replace a trained run's k x k convs by low-rank separable ones; report accuracy, cost, latency",
     )
     p.add_argument("run_dir", help="run folder written by `cnnkit train`")
-    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument(
+        "--method",
+        required=True,
+        choices=METHODS,
+        help="spatial_separable (k x 1 then 1 x k), depthwise_separable (depthwise then 1 x 1), flattened",
+    )
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--rank", type=_positive_int, help="rank of every layer (capped at its maximum)")
     target.add_argument(
@@ -103,7 +108,9 @@ def add_deploy_commands(sub: Any) -> None:
     p.add_argument("--finetune-epochs", type=int, default=0, help="epochs of fine-tuning after (default 0)")
     p.add_argument("--output", default=None, help="new run folder (default RUN_DIR-METHOD)")
     p.add_argument("--dataset", default=None, help="default: the run's dataset (its config.yaml)")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument(
+        "--data-dir", default=None, help="folder with the dataset files (default: the usual places)"
+    )
     p.add_argument("--train-subset", type=_positive_int, default=None, help="fine-tune on N images")
     p.add_argument("--test-subset", type=_positive_int, default=None, help="evaluate on N test images")
     p.add_argument("--lr", type=float, default=0.01, help="fine-tuning peak learning rate (cosine decay)")
@@ -118,16 +125,23 @@ def add_deploy_commands(sub: Any) -> None:
     p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (also for latency)")
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurements")
     p.add_argument(
-        "--seed", type=int, default=None, help="fine-tuning seed (default: the run's; it also draws --train-subset)"
+        "--seed",
+        type=int,
+        default=None,
+        help="fine-tuning seed (default: the run's; it also draws --train-subset)",
     )
-    p.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    p.add_argument(
+        "--format", choices=("markdown", "json"), default="markdown", help="report format (default: markdown)"
+    )
     p.set_defaults(func=decompose_command)
 
     p = sub.add_parser(
         "export", help="write a run's model as TorchScript, torch.export or ONNX, and check it"
     )
     p.add_argument("run_dir", help="run folder (plain or decomposed)")
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument(
+        "--format", required=True, choices=FORMATS, help="torchscript (.pt), exported_program (.pt2) or onnx"
+    )
     p.add_argument("--output", default=None, help="file to write (default RUN_DIR/model.{pt,pt2,onnx})")
     p.add_argument(
         "--image-size", type=_positive_int, default=None, help="example input size (default: the run's)"

@@ -4,7 +4,7 @@ A run folder written by ``cnnkit train`` holds ``model.safetensors`` whose metad
 names the zoo model and its data (:mod:`cnnkit.run` owns the format). A decomposed model
 is not a zoo model, so :func:`decompose_run` adds ``decomposition`` (the method and the
 per-layer ranks) to that metadata, and this package registers how such a model is
-rebuilt (:func:`~cnnkit.deploy.decompose.rebuild_decomposed`); :func:`cnnkit.run.load_run`
+rebuilt (:func:`~cnnkit.deploy.decomposition.rebuild_decomposed`); :func:`cnnkit.run.load_run`
 then loads the new folder like any run.
 
 The report compares, on the run's test set, the original, the decomposed model before
@@ -34,7 +34,7 @@ from torch import nn
 
 from cnnkit.analysis.summary import summarize
 from cnnkit.data.sources import DatasetTensors, load_dataset, normalize
-from cnnkit.deploy.decompose import decompose_with_plan, energy_for_budget
+from cnnkit.deploy.decomposition import decompose_with_plan, energy_for_budget
 from cnnkit.deploy.fuse import fuse_bn
 from cnnkit.deploy.latency import compare_latency
 from cnnkit.run import WEIGHTS, load_run, read_config, read_metrics, save_weights
@@ -220,7 +220,7 @@ def decompose_run(
     After decomposing, the norm layers' statistics are re-estimated on ``recalibrate``
     training images (:func:`recalibrate_bn`; 0: not), and fine-tuning starts from there.
     Give one of ``rank``, ``energy`` or ``mult_adds`` (the fraction of the mult-adds to
-    keep: the energy target is then found by :func:`~cnnkit.deploy.decompose.energy_for_budget`).
+    keep: the energy target is then found by :func:`~cnnkit.deploy.decomposition.energy_for_budget`).
     The new folder (default ``<run_dir>-<method>``) holds ``model.safetensors`` (the
     fine-tuned weights if ``finetune_epochs`` > 0; its metadata carries the
     decomposition spec, so :func:`cnnkit.run.load_run` and therefore ``cnnkit eval`` rebuild

@@ -30,6 +30,15 @@ def list_text() -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    if args.format == "json":
+        import json
+
+        from cnnkit.lab.experiments import EXPERIMENTS
+
+        print(
+            json.dumps([{"name": n, "arms": len(e.arms), "claim": e.title} for n, e in EXPERIMENTS.items()])
+        )
+        return 0
     print(list_text())
     return 0
 
@@ -81,6 +90,7 @@ def add_lab_commands(sub: Any) -> None:
     lsub = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
 
     p = lsub.add_parser("list", help="the experiments and their claims")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     p.set_defaults(func=_cmd_list)
 
     p = lsub.add_parser(
@@ -94,19 +104,31 @@ def add_lab_commands(sub: Any) -> None:
         ),
     )
     p.add_argument("names", nargs="+", metavar="NAME", help="experiment names, or all")
-    p.add_argument("--budget", choices=("smoke", "quick", "full"), default="quick")
+    p.add_argument(
+        "--budget",
+        choices=("smoke", "quick", "full"),
+        default="quick",
+        help="smoke (seconds, a check), quick (default; about 10 minutes an experiment on 2 cores), full",
+    )
     p.add_argument(
         "--output", default=None, help="folder for runs, figures and the report (default runs/lab-BUDGET)"
     )
     p.add_argument("--dataset", default=None, help="dataset (default: fashion-mnist; smoke: synthetic)")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument(
+        "--data-dir", default=None, help="folder with the dataset files (default: the usual places)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the free cores)")
     p.add_argument("--retrain", action="store_true", help="train the arms again even when cached")
     p.set_defaults(func=_cmd_run)
 
     p = lsub.add_parser("report", help="render report.html and report.md again from saved results")
-    p.add_argument("--budget", choices=("smoke", "quick", "full"), default="quick")
+    p.add_argument(
+        "--budget",
+        choices=("smoke", "quick", "full"),
+        default="quick",
+        help="smoke (seconds, a check), quick (default; about 10 minutes an experiment on 2 cores), full",
+    )
     p.add_argument("--output", default=None, help="the folder of `lab run` (default runs/lab-BUDGET)")
     p.set_defaults(func=_cmd_report)
 

@@ -42,6 +42,35 @@ def _log(msg: str) -> None:
     print(f"[lab] {msg}", file=sys.stderr, flush=True)
 
 
+class _Progress:
+    """Runs done of all, and the time left: the mean time of the runs trained so far (a run
+    already on disk is read back in no time and does not count) times the runs left. A tqdm
+    bar on a terminal; the ``[lab]`` lines carry the same numbers everywhere."""
+
+    def __init__(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.total, self.done, self.trained, self.seconds = total, 0, 0, 0.0
+        self.bar = tqdm(total=total, unit="run", desc="lab", file=sys.stderr, disable=None, leave=False)
+
+    def left(self) -> str:
+        if not self.trained:
+            return ""
+        minutes = self.seconds / self.trained * (self.total - self.done) / 60
+        return f"; about {minutes:.0f} min left" if minutes >= 1 else "; under a minute left"
+
+    def step(self, seconds: float, trained: bool) -> None:
+        self.done += 1
+        self.trained += trained
+        self.seconds += seconds if trained else 0.0
+        self.bar.update(1)
+        if self.trained:
+            self.bar.set_postfix_str(self.left().removeprefix("; "))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def arm_config(
     exp: Experiment,
     arm: Arm,
@@ -179,6 +208,7 @@ def run_experiment(
     threads: int | None = None,
     retrain: bool = False,
     train: bool = True,
+    progress: _Progress | None = None,
 ) -> dict[str, Any]:
     """Train (or read back) every arm of ``exp``, then measure, judge and draw.
 
@@ -210,8 +240,13 @@ def run_experiment(
                 threads=threads,
             )
             if train:
-                _log(f"{exp.name}: {arm.name} seed {seed} ({arm.model}, {b.epochs} epochs)")
+                where = f" [run {progress.done + 1} of {progress.total}{progress.left()}]" if progress else ""
+                _log(f"{exp.name}: {arm.name} seed {seed} ({arm.model}, {b.epochs} epochs){where}")
+                cached = not retrain and (Path(cfg.output) / "final.json").exists()
+                t_run = time.perf_counter()
                 runs[arm.name].append(run_arm(cfg, arm, retrain=retrain))
+                if progress is not None:
+                    progress.step(time.perf_counter() - t_run, trained=not cached)
             elif (Path(cfg.output) / "final.json").exists() or (Path(cfg.output) / "failed.json").exists():
                 runs[arm.name].append(_read_run(arm, seed, Path(cfg.output)))
     import torch
@@ -292,11 +327,17 @@ def run_experiments(
     chosen = list(EXPERIMENTS) if list(names) == ["all"] else list(names)
     exps = [get_experiment(n) for n in chosen]  # every name checked before anything trains
     results = []
-    for exp in exps:
-        results.append(run_experiment(exp, budget, output=output, **kwargs))
-        render_report(output)
-        if on_done is not None:
-            on_done(results[-1])
+    total = sum(len(_seeds(a, e.budgets[budget])) for e in exps if budget in e.budgets for a in e.arms)
+    progress = _Progress(total) if kwargs.get("train", True) else None
+    try:
+        for exp in exps:
+            results.append(run_experiment(exp, budget, output=output, progress=progress, **kwargs))
+            render_report(output)
+            if on_done is not None:
+                on_done(results[-1])
+    finally:
+        if progress is not None:
+            progress.close()
     return results
 
 

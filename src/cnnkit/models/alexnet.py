@@ -44,6 +44,7 @@ from torch import nn
 
 from cnnkit.layers.act import ActLayer, get_act
 from cnnkit.models._utils import check_model_args, fc_classifier, set_input_constraints
+from cnnkit.models.api import ZooModel
 from cnnkit.models.registry import register_model
 
 __all__ = ["CFGS", "AlexNet", "ConvSpec", "alexnet", "alexnet_grouped", "lrn_paper", "zfnet"]
@@ -128,7 +129,7 @@ def _min_input_size(cfg: Sequence[ConvSpec]) -> int:
     return next(h for h in range(1, 1024) if fits(h))
 
 
-class AlexNet(nn.Module):
+class AlexNet(ZooModel):
     """AlexNet-style net: ``features`` (conv -> act [-> LRN/pool]) x 5, ``avgpool`` to 6x6, ``classifier``.
 
     The classifier is torchvision's: dropout, FC 4096, act, dropout, FC 4096, act,

@@ -35,6 +35,7 @@ from cnnkit.layers.act import ActLayer, get_act
 from cnnkit.layers.dense import DenseBlock, Transition
 from cnnkit.layers.norm import NormLayer, get_norm_layer
 from cnnkit.models._utils import check_model_args, set_input_constraints, torchvision_init
+from cnnkit.models.api import ZooModel
 from cnnkit.models.registry import register_model
 
 __all__ = [
@@ -84,7 +85,7 @@ def _min_input_size(small_input: bool, num_transitions: int) -> int:
     return h
 
 
-class DenseNet(nn.Module):
+class DenseNet(ZooModel):
     """DenseNet-BC (Huang et al. 2017), configured by growth rate and layers per block.
 
     Args:

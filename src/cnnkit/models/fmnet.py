@@ -19,6 +19,7 @@ from torch import nn
 from cnnkit.layers.act import ActFactory, ActLayer, get_act
 from cnnkit.layers.norm import NormFactory, NormLayer, get_norm_layer
 from cnnkit.models._utils import set_input_constraints
+from cnnkit.models.api import ZooModel
 from cnnkit.models.registry import register_model
 
 __all__ = ["FMNet", "fmnet"]
@@ -44,7 +45,7 @@ class ConvGroup(nn.Module):
         return self.act2(self.norm2(self.conv2(x)))
 
 
-class FMNet(nn.Module):
+class FMNet(ZooModel):
     """Stem + three :class:`ConvGroup` s + global max-pool + scaled linear classifier."""
 
     def __init__(

@@ -38,6 +38,7 @@ from cnnkit.layers.act import ActLayer, get_act
 from cnnkit.layers.inception import BasicConv2d, Inception
 from cnnkit.layers.norm import NormLayer
 from cnnkit.models._utils import check_model_args, set_input_constraints, torchvision_init
+from cnnkit.models.api import ZooModel
 from cnnkit.models.registry import register_model
 
 __all__ = ["INCEPTION_WIDTHS", "GoogLeNet", "GoogLeNetOutputs", "InceptionAux", "googlenet"]
@@ -96,7 +97,7 @@ class InceptionAux(nn.Module):
         return self.fc2(x)
 
 
-class GoogLeNet(nn.Module):
+class GoogLeNet(ZooModel):
     """GoogLeNet / Inception v1 with torchvision's module names.
 
     ``forward`` returns the logits, except in training mode with ``aux_logits=True``,

@@ -40,6 +40,7 @@ from cnnkit.layers.conv import DepthwiseSeparableConv2d
 from cnnkit.layers.drop import Dropout
 from cnnkit.layers.norm import NormLayer, get_norm_layer
 from cnnkit.models._utils import check_model_args, set_input_constraints, torchvision_init
+from cnnkit.models.api import ZooModel
 from cnnkit.models.registry import register_model
 
 __all__ = ["MobileNetV1", "MobileNetV1Block", "mobilenet_v1", "mobilenet_v1_conv"]
@@ -115,7 +116,7 @@ class MobileNetV1Block(nn.Module):
 # ---------------------------------------------------------------------------- main class
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(ZooModel):
     """MobileNet v1: ``features`` (stem and 13 blocks of :data:`BLOCKS`), ``avgpool``, ``dropout``, ``classifier``.
 
     Arguments: ``width_mult`` (alpha, > 0), ``separable`` (False: Conv MobileNet),

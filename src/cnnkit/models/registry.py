@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -73,13 +73,16 @@ def _ensure_loaded() -> None:
     from cnnkit import models  # noqa: F401
 
 
-def list_models(pattern: str | None = None) -> list[str]:
+def list_models(pattern: str | None = None, pretrained: bool = False) -> list[str]:
     """Names of the registered models in natural order (resnet18 before resnet101), filtered by
-    an fnmatch ``pattern``."""
+    an fnmatch ``pattern``; with ``pretrained``, only those with torchvision's ImageNet weights
+    (timm's ``list_models(pretrained=True)``)."""
     _ensure_loaded()
     names = sorted(_REGISTRY, key=_natural_key)
     if pattern is not None:
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    if pretrained:
+        names = [n for n in names if _REGISTRY[n].torchvision is not None]
     return names
 
 
@@ -104,6 +107,9 @@ def create_model(
     in_chans: int = 3,
     small_input: bool = False,
     pretrained: bool = False,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    global_pool: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build the registered model ``name``.
@@ -112,15 +118,32 @@ def create_model(
     own weight enums (downloaded and cached under ``$TORCH_HOME`` when a network is
     there). With another ``num_classes``, ``in_chans`` or ``small_input``, the
     tensors whose shapes differ (classifier, stem) keep their fresh initialisation,
-    as when fine-tuning.
+    as when fine-tuning. As timm's: ``features_only`` returns the map at the end of each
+    resolution (``out_indices`` picks some; ``.feature_info`` says their channels and
+    reductions), ``global_pool`` (``avg``, ``max``) sets the pooling before the classifier,
+    and the model has ``get_classifier()``, ``reset_classifier()`` and ``pretrained_cfg``
+    (:mod:`cnnkit.models.api`).
     """
     info = get_model_info(name)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes}")
     if in_chans < 1:
         raise ValueError(f"in_chans must be >= 1; got {in_chans}")
-    model = info.builder(num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices applies with features_only=True")
+    from cnnkit.models import api
+
+    def build() -> nn.Module:
+        return info.builder(num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)
+
+    model = build()
     model.model_name = name  # type: ignore[assignment]
+    if global_pool is not None:
+        api.set_global_pool(model, global_pool)
+    if isinstance(model, api.ZooModel):
+        model._cfg = api.model_cfg(
+            name, info.torchvision, in_chans, small_input, num_classes, api._classifier_name(model)
+        )
     if pretrained:
         if info.torchvision is None:
             raise ValueError(
@@ -131,6 +154,8 @@ def create_model(
         if info.remap_state_dict is not None:
             state = info.remap_state_dict(state, model)
         load_torchvision_weights(model, state, strict=False)
+    if features_only:
+        return api.features_only(model, build, out_indices, in_chans)
     return model
 
 

@@ -57,6 +57,7 @@ from cnnkit.layers.residual import (
     make_downsample,
 )
 from cnnkit.models._utils import check_model_args, set_input_constraints, torchvision_init
+from cnnkit.models.api import ZooModel
 from cnnkit.models.registry import register_model
 
 __all__ = [
@@ -224,7 +225,7 @@ def _zero_init_residual(model: nn.Module) -> None:
 # ---------------------------------------------------------------------------- main classes
 
 
-class ResNet(nn.Module):
+class ResNet(ZooModel):
     """The ImageNet ResNet: stem, stages (64, 128, 256, 512 x ``block.expansion``), pool, fc.
 
     Module names are torchvision's (``conv1, bn1, layer1..layer4, fc``; parameter-free

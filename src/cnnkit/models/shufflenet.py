@@ -57,6 +57,7 @@ from cnnkit.layers.drop import Dropout, DropPath, drop_path_rates
 from cnnkit.layers.norm import NormLayer, get_norm_layer
 from cnnkit.layers.shuffle import ChannelShuffle
 from cnnkit.models._utils import check_model_args, set_input_constraints, torchvision_init
+from cnnkit.models.api import ZooModel
 from cnnkit.models.registry import register_model
 
 __all__ = [
@@ -173,7 +174,7 @@ class ShuffleUnit(nn.Module):
 # ---------------------------------------------------------------------------- main class
 
 
-class ShuffleNetV1(nn.Module):
+class ShuffleNetV1(ZooModel):
     """ShuffleNet v1: ``conv1`` (conv, norm, act), ``maxpool``, ``stage2..stage4``, ``avgpool``, ``dropout``, ``fc``.
 
     Arguments: ``groups`` (1, 2, 3, 4 or 8), ``width_mult`` (the paper's s), ``use_shuffle``,

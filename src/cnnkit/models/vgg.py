@@ -34,6 +34,7 @@ from torch import nn
 from cnnkit.layers.act import ActLayer, get_act
 from cnnkit.layers.norm import NormLayer, get_norm_layer
 from cnnkit.models._utils import check_model_args, fc_classifier, set_input_constraints, torchvision_init
+from cnnkit.models.api import ZooModel
 from cnnkit.models.registry import register_model
 
 __all__ = [
@@ -84,7 +85,7 @@ cfgs: dict[str, list[int | str]] = {
 
 
 def make_layers(
-    cfg: Sequence[int | str],
+    cfg: Sequence[Any],
     *,
     in_chans: int = 3,
     norm_layer: NormLayer | None = None,
@@ -105,25 +106,31 @@ def make_layers(
         if v == "M":
             layers.append(nn.Identity() if small_input and first_pool else nn.MaxPool2d(2, stride=2))
             first_pool = False
-        elif isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            layers.append(nn.Conv2d(c_in, v, 3, padding=1))
+        elif (isinstance(v, int) and not isinstance(v, bool) and v > 0) or (
+            isinstance(v, tuple) and len(v) == 2 and all(isinstance(t, int) and t > 0 for t in v) and v[1] % 2
+        ):
+            width, k = (v, 3) if isinstance(v, int) else v
+            layers.append(nn.Conv2d(c_in, width, k, padding=k // 2))
             if norm is not None:
-                layers.append(norm(v))
+                layers.append(norm(width))
             layers.append(act())
-            c_in = v
+            c_in = width
         else:
-            raise ValueError(f"VGG cfg entries are positive ints (conv widths) or 'M' (max-pool); got {v!r}")
+            raise ValueError(
+                "VGG cfg entries are positive ints (3x3 conv widths), (width, odd kernel) pairs or 'M' "
+                f"(max-pool); got {v!r}"
+            )
     return nn.Sequential(*layers)
 
 
-def _last_width(cfg: Sequence[int | str]) -> int:
-    widths = [v for v in cfg if isinstance(v, int)]
+def _last_width(cfg: Sequence[Any]) -> int:
+    widths = [v if isinstance(v, int) else v[0] for v in cfg if v != "M"]
     if not widths:
         raise ValueError("a VGG cfg needs at least one convolution")
     return widths[-1]
 
 
-class VGG(nn.Module):
+class VGG(ZooModel):
     """VGG: ``features`` (from :func:`make_layers`), ``avgpool``, a three-layer ``classifier``."""
 
     def __init__(
@@ -224,3 +231,52 @@ def vgg16_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = 
 def vgg19_bn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> VGG:
     """VGG-19 with batch norm after every conv (``norm_layer`` may name another norm). 143,678,248 parameters (torchvision)."""
     return _vgg("vgg19_bn", num_classes, in_chans, small_input, kwargs)
+
+
+class StageNet(ZooModel):
+    """A 3x3 stem to ``width`` channels, three VGG stages at that width, global average pool, linear
+    classifier: a small net for 28x28 inputs whose stages each see ``field`` x ``field`` pixels,
+    either through ``(field - 1) / 2`` stacked 3x3 convolutions (``stacked``, VGG's choice:
+    Simonyan & Zisserman 2015, sec. 2.3) or through one ``field`` x ``field`` convolution. Each conv
+    is followed by batch norm and ReLU, each stage by a 2x2 max-pool. The width is the same in and
+    out of every stage, as in the lecture's count: a stage's weights are 18 C^2 stacked against
+    25 C^2 for field 5, 27 C^2 against 49 C^2 for field 7."""
+
+    def __init__(
+        self,
+        *,
+        field: int = 5,
+        stacked: bool = True,
+        width: int = 64,
+        num_classes: int = 10,
+        in_chans: int = 1,
+        small_input: bool = True,
+        norm_layer: NormLayer = "batch",
+        act_layer: ActLayer = "relu",
+    ) -> None:
+        super().__init__()
+        if field < 3 or field % 2 == 0 or width < 1:
+            raise ValueError(
+                f"StageNet needs an odd field >= 3 and width >= 1; got field={field}, width={width}"
+            )
+        check_model_args("StageNet", num_classes=num_classes, in_chans=in_chans)
+        cfg: list[Any] = [(width, 3)]
+        for _ in range(3):
+            cfg += [(width, 3)] * ((field - 1) // 2) if stacked else [(width, field)]
+            cfg.append("M")
+        self.features = make_layers(cfg, in_chans=in_chans, norm_layer=norm_layer, act_layer=act_layer)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width, num_classes)
+        set_input_constraints(self, in_chans=in_chans, min_input_size=8, small_input=small_input)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+@register_model()
+def stagenet(
+    *, num_classes: int = 10, in_chans: int = 1, small_input: bool = True, **kwargs: Any
+) -> StageNet:
+    """Three VGG stages of a given receptive field, stacked 3x3 or single (``field``, ``stacked``,
+    ``width``); the lab's net for VGG's claim that two 3x3 convolutions beat one 5x5."""
+    return StageNet(num_classes=num_classes, in_chans=in_chans, small_input=small_input, **kwargs)

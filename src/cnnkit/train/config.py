@@ -139,7 +139,16 @@ class TrainConfig:
     )
     # machine
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda"})
-    amp: str = field(default="none", metadata={"help": "mixed precision: none, bf16, fp16 (cuda)"})
+    amp: str = field(
+        default="none",
+        metadata={
+            "help": "mixed precision: none, bf16, fp16 (cuda), auto (bf16 where it is native and faster); "
+            "alone, as timm's switch: on, in --amp-dtype"
+        },
+    )
+    amp_dtype: str | None = field(
+        default=None, metadata={"help": "timm's --amp-dtype: bfloat16 or float16 (implies --amp)"}
+    )
     channels_last: bool = field(
         default=False, metadata={"help": "NHWC memory format (faster with oneDNN/cuDNN)"}
     )
@@ -189,6 +198,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "crop_pad": 2,
         "smoothing": 0.1,
         "precise_bn": 512,
+        "amp": "auto",
         "channels_last": True,
     },
     # "accurate": the prototype's best configuration in the issue "Speed" (94.6% in 12 epochs
@@ -208,6 +218,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "model_ema_decay": 0.999,
         "tta": True,
         "precise_bn": 512,
+        "amp": "auto",
         "channels_last": True,
     },
     "plain": {},
@@ -309,6 +320,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                 default=argparse.SUPPRESS,
                 help=help_,
             )
+        elif f.name == "amp":  # timm's switch (`--amp`), or a value
+            parser.add_argument(flag, nargs="?", const="on", default=argparse.SUPPRESS, help=help_)
         else:
             parser.add_argument(
                 flag,
@@ -317,6 +330,9 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
                 default=argparse.SUPPRESS,
                 help=help_,
             )
+
+
+_AMP_DTYPES = {"bfloat16": "bf16", "float16": "fp16"}
 
 
 def _rate_or_auto(text: str) -> float | str:
@@ -413,6 +429,8 @@ def config_with_sources(args: argparse.Namespace | dict[str, Any]) -> tuple[Trai
         del flags["lr"]
         flags["lr_find"] = True
         sources["lr"] = "auto"
+    if flags.get("amp") == "on" or (flags.get("amp_dtype") and "amp" not in flags):  # timm's switch
+        flags["amp"] = _AMP_DTYPES.get(flags.get("amp_dtype") or "bfloat16", "?")
     if "model_kwargs" in flags:  # per key: flags override the file's entries, others stay
         flags["model_kwargs"] = {**merged.get("model_kwargs", {}), **flags["model_kwargs"]}
     merged.update(flags)
@@ -541,8 +559,10 @@ def validate_config(cfg: TrainConfig) -> None:
 def _check_machine(cfg: TrainConfig) -> None:
     import torch
 
-    if cfg.amp not in ("none", "bf16", "fp16"):
-        raise ValueError(f"--amp must be none, bf16 or fp16; got {cfg.amp!r}")
+    if cfg.amp_dtype is not None and cfg.amp_dtype not in _AMP_DTYPES:
+        raise ValueError(f"--amp-dtype must be bfloat16 or float16; got {cfg.amp_dtype!r}")
+    if cfg.amp not in ("none", "bf16", "fp16", "auto"):
+        raise ValueError(f"--amp must be none, bf16, fp16 or auto (or alone, as a switch); got {cfg.amp!r}")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ValueError(f"--device must be auto, cpu or cuda; got {cfg.device!r}")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():

@@ -214,6 +214,9 @@ def adapt(
     return dataclasses.replace(cfg, **new), sources
 
 
+_PRECISION = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
+
+
 def _why(sources: dict[str, str] | None, key: str) -> str:
     """The first word(s) of a value's source: ``flag``, ``recipe``, ``family rule``, ``data rule``..."""
     if sources is None:
@@ -232,7 +235,8 @@ def banner(cfg: TrainConfig, sources: dict[str, str] | None, data: DatasetTensor
     line = (
         f"{cfg.model} on {cfg.dataset} ({len(data.train_y):,} images {c}x{h}x{w}, {data.num_classes} classes): "
         f"{cfg.epochs} epochs, batch {cfg.batch_size} ({_why(sources, 'batch_size')}), "
-        f"lr {cfg.lr:.4g} ({_why(sources, 'lr')}), warm-up {round(cfg.warmup_epochs * steps)} steps, "
+        f"lr {cfg.lr:.4g} ({_why(sources, 'lr')}), {_PRECISION.get(cfg.amp, cfg.amp)} ({_why(sources, 'amp')}), "
+        f"warm-up {round(cfg.warmup_epochs * steps)} steps, "
         f"{', '.join(aug)}; run folder {out}"
     )
     if cfg.dataset == "imagefolder" and cfg.hflip and sources and sources.get("hflip", "").startswith("data"):

@@ -21,7 +21,7 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from cnnkit.data.augment import cutmix, cutout, mixup, random_crop, random_flip
 from cnnkit.data.sources import DatasetTensors, load_dataset, normalize
@@ -60,6 +61,7 @@ from cnnkit.train.build import (
 from cnnkit.train.config import RECIPE_TUNED, TrainConfig, validate_config
 from cnnkit.train.defaults import ADAPTIVE_RECIPES, Traits, adapt, banner, model_traits
 from cnnkit.train.lr_find import find_lr, plot_lr_find
+from cnnkit.train.precision import machine_amp, timed_amp
 from cnnkit.train.session import Session, all_reduce, check_disk_space, gather, start_session
 
 __all__ = ["TrainingError", "evaluate", "resolved_config_text", "train"]
@@ -118,7 +120,8 @@ class _DivergenceWatch:
         self.above = self.above + 1 if self.mean > self.high else 0
         if self.above >= self.STEPS:
             raise _Diverged(
-                step, f"running loss above {self.high:.3g} for {self.above} steps (chance: ln(K) = {self.chance:.2f})"
+                step,
+                f"running loss above {self.high:.3g} for {self.above} steps (chance: ln(K) = {self.chance:.2f})",
             )
         self.rising = self.rising + 1 if previous is not None and self.mean > previous else 0
         self.lowest = min(self.lowest, self.mean)
@@ -389,6 +392,19 @@ def _set_up(
     mean, std = data.mean_std()
     meta = {**weights_metadata(cfg, data, model, mean, std), **inherited}
     batches = _Batches(len(data.train_y), cfg.batch_size, cfg.seed, session.rank, session.world)
+    if cfg.amp == "auto":
+        amp, why = machine_amp(session.device.type, batches.steps * cfg.epochs)
+        cfg, sources = dataclasses.replace(cfg, amp=amp), {**(sources or {}), "amp": why}
+    if cfg.amp == "auto":
+
+        def run_batch() -> tuple[torch.Tensor, torch.Tensor]:
+            idx, dev = batches.epoch(-1)[0], session.device
+            x = normalize(
+                data.train_x[idx].to(dev), mean.to(dev), std.to(dev), channels_last=cfg.channels_last
+            )
+            return x, data.train_y[idx].to(dev)
+
+        cfg, sources = _timed_amp(cfg, sources, session, model, run_batch)
     said = ""
     if cfg.lr_find and resume_state is None:
         cfg, sources, said = _range_test(cfg, sources, session, model, data, batches, mean, std)
@@ -420,6 +436,33 @@ def _set_up(
     return run, progress
 
 
+def _prepare(model: nn.Module, cfg: TrainConfig, device: torch.device) -> None:
+    """The model on the run's device and memory format, before a measurement on it."""
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+
+def _rank0_choice(session: Session, choose: Callable[[], list[Any]], default: list[Any]) -> list[Any]:
+    """What rank 0 chooses, for every rank: ranks that measure apart would choose apart and drift."""
+    choice = choose() if session.is_main else default
+    if session.world > 1:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(choice, src=0)
+    return choice
+
+
+def _timed_amp(
+    cfg: TrainConfig, sources: dict[str, str] | None, session: Session, model: nn.Module, run_batch: Any
+) -> tuple[TrainConfig, dict[str, str] | None]:
+    """``--amp auto`` where the machine alone cannot decide: :func:`~cnnkit.train.precision.timed_amp`
+    on the model and one of the run's batches ``run_batch() -> (x, y)``."""
+    _prepare(model, cfg, session.device)
+    choice = _rank0_choice(session, lambda: list(timed_amp(model, *run_batch())), ["none", ""])
+    return dataclasses.replace(cfg, amp=choice[0]), {**(sources or {}), "amp": choice[1]}
+
+
 def _range_test(
     cfg: TrainConfig,
     sources: dict[str, str] | None,
@@ -435,9 +478,7 @@ def _range_test(
     augmentation, from the initial weights, which it puts back); ``lr_find.png`` and
     ``lr_find.json`` go to the run folder; the line that says so follows the run's first."""
     device = session.device
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+    _prepare(model, cfg, device)
     order = batches.epoch(-1)  # a batch order of its own, not epoch 0's
     mean, std = mean.to(device), std.to(device)
     gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(cfg.seed - 1)
@@ -450,18 +491,13 @@ def _range_test(
             logits = model(x)
         return F.cross_entropy(logits.float(), target, label_smoothing=cfg.smoothing)
 
-    # one test, on rank 0 (its shard of the batches), whose rate every rank takes: ranks that
-    # each read their own curve would choose different rates and drift apart
-    choice: list[Any] = [None, ""]
-    if session.is_main:
+    def test() -> list[Any]:  # one test, on rank 0 (its shard of the batches), whose rate every rank takes
         found = find_lr(model, step_loss, lambda lr: make_optimizer(cfg, model, lr), steps=_RANGE_TEST_STEPS)
         plot_lr_find(found, session.out / "lr_find.png")
         write_text(session.out / "lr_find.json", json.dumps(found.to_dict()) + "\n")
-        choice = [found.lr, found.rule]
-    if session.world > 1:
-        import torch.distributed as dist
+        return [found.lr, found.rule]
 
-        dist.broadcast_object_list(choice, src=0)
+    choice = _rank0_choice(session, test, [None, ""])
     share = _RANGE_TEST_STEPS / max(batches.steps * cfg.epochs, 1)
     said = f"\n--lr auto: {choice[1]}; the test took {100 * share:.0f}% of the run's steps"
     return dataclasses.replace(cfg, lr=choice[0]), {**(sources or {}), "lr": f"auto: {choice[1]}"}, said
@@ -488,7 +524,15 @@ def _fit(
     tuned_for = RECIPE_TUNED.get(cfg.recipe or "", (None, ()))[0]
     family = get_model_info(cfg.model).family
     traits = model_traits(cfg.model) if cfg.recipe in ADAPTIVE_RECIPES else Traits(0, True)
-    return adapt(cfg, sources, n_train=len(data.train_y), family=family, tuned_for=tuned_for, traits=traits)
+    n = len(data.train_y)
+    cfg, sources = adapt(cfg, sources, n_train=n, family=family, tuned_for=tuned_for, traits=traits)
+    if (
+        cfg.amp == "auto"
+    ):  # what the machine decides alone; a timed pass at the start of the run decides the rest
+        cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+        amp, why = machine_amp("cuda" if cuda else "cpu", max(n // cfg.batch_size, 1) * cfg.epochs)
+        cfg, sources = dataclasses.replace(cfg, amp=amp), {**sources, "amp": why}
+    return cfg, sources
 
 
 def resolved_config_text(cfg: TrainConfig, sources: dict[str, str]) -> str:
@@ -524,22 +568,24 @@ def _train_epoch(run: _Run, progress: _Progress, epoch: int) -> dict[str, Any]:
         x, target = _augment(x, run.train_y[idx], cfg, run.data.num_classes, gen)
         # a skipped step must not leave its trace in the norm layers' running statistics
         buffers = [b.clone() for b in model.buffers()] if cfg.on_nonfinite == "skip" else []
-        with _autocast(device, cfg.amp):
+        with record_function("cnnkit.forward"), _autocast(device, cfg.amp):
             logits = parts.ddp_model(x)
-        loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.smoothing)
+            loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.smoothing)
         if run.watch is not None and epoch == 0:
             run.watch.update(step, float(loss.detach()))
         parts.optimizer.zero_grad(set_to_none=True)
-        parts.scaler.scale(loss).backward()
+        with record_function("cnnkit.backward"):
+            parts.scaler.scale(loss).backward()
         parts.scaler.unscale_(parts.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad or math.inf)
         global_step = epoch * steps + step
         finite_loss, finite_grad = bool(torch.isfinite(loss)), bool(torch.isfinite(grad_norm))
         # with fp16 an overflowing gradient is the scaler's business: it skips the step and lowers its scale
         if finite_loss and (finite_grad or parts.scaler.is_enabled()):
-            parts.scaler.step(parts.optimizer)
-            if parts.ema is not None:
-                parts.ema.update_parameters(model)
+            with record_function("cnnkit.optimizer"):
+                parts.scaler.step(parts.optimizer)
+                if parts.ema is not None:
+                    parts.ema.update_parameters(model)
             sums[0] += loss.detach() * len(idx)
             sums[1] += (logits.argmax(1) == target.argmax(1)).sum()
             sums[2] += len(idx)
@@ -596,7 +642,9 @@ def _precise_bn(run: _Run) -> None:
     keep = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: min(cfg.precise_bn, n)]
     keep = keep.to(run.train_x.device)
     batches = (
-        normalize(run.train_x[keep[i : i + cfg.batch_size]], run.mean, run.std, channels_last=cfg.channels_last)
+        normalize(
+            run.train_x[keep[i : i + cfg.batch_size]], run.mean, run.std, channels_last=cfg.channels_last
+        )
         for i in range(0, len(keep), cfg.batch_size)
     )
     with _autocast(run.session.device, cfg.amp):

@@ -136,8 +136,17 @@ def _cmd_lr(args: argparse.Namespace) -> int:
 
     if args.run is None:
         spe = args.steps_per_epoch
-        given = {k: getattr(args, k) for k in ("epochs", "lr", "min_lr", "warmup_epochs", "decay_epochs", "decay_rate")}
-        scheds = {name: Schedule.from_config(TrainConfig(sched=name, **given), spe) for name in args.sched}
+        given = {k: getattr(args, k) for k in ("epochs", "lr", "min_lr", "warmup_epochs", "decay_epochs")}
+
+        def rate(name: str) -> float:  # unset: the step's 10x every --decay-epochs, per epoch for exponential
+            if args.decay_rate is not None:
+                return float(args.decay_rate)
+            return 0.1 ** (1 / args.decay_epochs) if name == "exponential" else 0.1
+
+        scheds = {
+            name: Schedule.from_config(TrainConfig(sched=name, decay_rate=rate(name), **given), spe)
+            for name in args.sched
+        }
         plot_schedules(scheds, lr=args.lr, output=args.output)
         return _done(args.output)
     from cnnkit.run import read_config
@@ -158,16 +167,29 @@ def _lr_args(p: argparse.ArgumentParser) -> None:
     """``cnnkit viz lr`` and its alias ``cnnkit plot-lr``: a run's schedule, or named ones."""
     p.add_argument("run", nargs="?", default=None, help="run folder of `cnnkit train` (else: --sched)")
     p.add_argument(
-        "--sched", nargs="+", default=["step", "exponential", "cosine"], help="schedules to draw without a run"
+        "--sched",
+        nargs="+",
+        default=["step", "exponential", "cosine"],
+        help="schedules to draw without a run",
     )
-    p.add_argument("--epochs", type=int, default=90)
-    p.add_argument("--steps-per-epoch", type=int, default=100)
-    p.add_argument("--lr", type=float, default=0.1, help="peak rate eta_0")
-    p.add_argument("--min-lr", type=float, default=0.0, help="cosine floor eta_T")
-    p.add_argument("--warmup-epochs", type=float, default=0.0)
-    p.add_argument("--decay-epochs", type=float, default=30.0, help="step: epochs between decays")
-    p.add_argument("--decay-rate", type=float, default=0.1, help="step factor; exponential: per-epoch factor")
-    p.add_argument("-o", "--output", default="lr.png")
+    p.add_argument("--epochs", type=int, default=90, help="epochs drawn (default: 90, the ResNet schedule's)")
+    p.add_argument(
+        "--steps-per-epoch", type=int, default=100, help="optimizer steps per epoch (default: 100)"
+    )
+    p.add_argument("--lr", type=float, default=0.1, help="peak rate eta_0 (default: 0.1)")
+    p.add_argument("--min-lr", type=float, default=0.0, help="cosine floor eta_T (default: 0)")
+    p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up from 0 (default: 0)")
+    p.add_argument(
+        "--decay-epochs", type=float, default=30.0, help="step: epochs between decays (default: 30)"
+    )
+    p.add_argument(
+        "--decay-rate",
+        type=float,
+        default=None,
+        help="step: the factor at each decay (default 0.1); exponential: the factor per epoch "
+        "(default: the step's 10x per --decay-epochs, 0.1^(1/30) = 0.926)",
+    )
+    p.add_argument("-o", "--output", default="lr.png", help="PNG to write (default: lr.png)")
     p.set_defaults(func=_cmd_lr)
 
 
@@ -199,24 +221,26 @@ def add_viz_commands(sub: Any) -> None:
                 "--count", type=int, default=count, help=f"how many test images (default: {count})"
             )
         p.add_argument("--dataset", default=None, help="dataset of the test images (default: the run's)")
-        p.add_argument("--data-dir", default=None)
+        p.add_argument(
+            "--data-dir", default=None, help="folder with the dataset files (default: the usual places)"
+        )
 
     p = vsub.add_parser("filters", help="the first layer's filters (Zeiler & Fergus)")
     p.add_argument("run", help="run folder of `cnnkit train`")
-    p.add_argument("-o", "--output", default="filters.png")
+    p.add_argument("-o", "--output", default="filters.png", help="PNG to write (default: filters.png)")
     p.set_defaults(func=_cmd_filters)
 
     p = vsub.add_parser("features", help="the feature maps of one image after a layer")
     p.add_argument("run", help="run folder of `cnnkit train`")
     p.add_argument("--layer", default=None, help="module name (default: the first convolution)")
     image_args(p, None)
-    p.add_argument("-o", "--output", default="features.png")
+    p.add_argument("-o", "--output", default="features.png", help="PNG to write (default: features.png)")
     p.set_defaults(func=_cmd_features)
 
     p = vsub.add_parser("saliency", help="saliency maps: |d class score / d pixel| (Simonyan et al.)")
     p.add_argument("run", help="run folder of `cnnkit train`")
     image_args(p, 6)
-    p.add_argument("-o", "--output", default="saliency.png")
+    p.add_argument("-o", "--output", default="saliency.png", help="PNG to write (default: saliency.png)")
     p.set_defaults(func=_cmd_saliency)
 
     p = vsub.add_parser("histograms", help="per-layer activation histograms (a run, or --model with --init)")
@@ -225,7 +249,7 @@ def add_viz_commands(sub: Any) -> None:
     p.add_argument("--init", default="default", help="init scheme for --model (cnnkit.layers.init)")
     image_args(p, 256)
     p.add_argument("--scales", default=None, help="also write the per-layer std plot to this file")
-    p.add_argument("-o", "--output", default="histograms.png")
+    p.add_argument("-o", "--output", default="histograms.png", help="PNG to write (default: histograms.png)")
     p.set_defaults(func=_cmd_histograms)
 
     _lr_args(vsub.add_parser("lr", help="the learning-rate schedule a run was trained with, or named ones"))
@@ -233,9 +257,21 @@ def add_viz_commands(sub: Any) -> None:
 
     p = vsub.add_parser("rf", help="receptive-field growth of a zoo model")
     p.add_argument("model", help="zoo model name")
-    p.add_argument("--input-size", type=int, nargs=3, default=[1, 28, 28], metavar=("C", "H", "W"))
-    p.add_argument("--small-input", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("-o", "--output", default="rf.png")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs=3,
+        default=[1, 28, 28],
+        metavar=("C", "H", "W"),
+        help="input (default: 1 28 28)",
+    )
+    p.add_argument(
+        "--small-input",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the small-input (28-32 px) variant of the model (default: on)",
+    )
+    p.add_argument("-o", "--output", default="rf.png", help="PNG to write (default: rf.png)")
     p.set_defaults(func=_cmd_rf)
 
     def _no_figure(_: argparse.Namespace) -> int:

@@ -26,6 +26,8 @@ from cnnkit.lab.experiments import (
     se,
     separable,
     shuffle,
+    stack,
+    transposed,
     wide,
 )
 from cnnkit.lab.spec import Experiment
@@ -38,6 +40,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         separable.EXPERIMENT,
         shuffle.EXPERIMENT,
         dilation.EXPERIMENT,
+        transposed.EXPERIMENT,
+        stack.EXPERIMENT,
         residual.EXPERIMENT,
         wide.EXPERIMENT,
         ensemble.EXPERIMENT,
