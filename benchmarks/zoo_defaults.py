@@ -42,6 +42,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,7 +89,7 @@ def make_image_folder(root: Path, per_class: tuple[int, int] = (150, 50), seed: 
                     side = int(min(w, h) * rng.uniform(0.2, 0.5))
                     x, y = rng.randrange(w - side + 1), rng.randrange(h - side + 1)
                     size = 32 if i % 2 else 64
-                    crop = photo.crop((x, y, x + side, y + side)).resize((size, size), Image.BILINEAR)
+                    crop = photo.crop((x, y, x + side, y + side)).resize((size, size), Image.Resampling.BILINEAR)
                     crop.save(folder / f"{i:03d}.png")
     (root / "done").write_text("ok\n")
     return root
@@ -111,12 +112,13 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     flags = ["train", "--model", job["model"], *job["flags"], "--epochs", str(job["epochs"])]
     flags += ["--output", str(out), "--no-progress", "--threads", "1"]
     flags += ["--lr", f"{lr:g}"] if lr is not None else []
+    flags += ["--seed", str(job["seed"])] if job["seed"] else []
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "cnnkit", *flags], capture_output=True, text=True)
     lines = proc.stderr.splitlines()
-    row: dict[str, Any] = {k: job[k] for k in ("data", "model", "lr_flag")}
+    row: dict[str, Any] = {k: job[k] for k in ("data", "model", "lr_flag", "seed")}
     row.update(exit=proc.returncode, wall_seconds=time.perf_counter() - t0)
     row["first_line"] = lines[0] if lines else ""
     row["diverged"] = [x for x in lines if "diverg" in x]
@@ -146,6 +148,9 @@ def main() -> None:
         action="store_true",
         help="re-run the defaults of --models on --data; keep every other recorded run",
     )
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="run each of seeds 0..N-1 (seed 0 is the table's first run)"
+    )
     parser.add_argument("--resume", action="store_true", help="reuse the runs an earlier call recorded")
     parser.add_argument(
         "--report-only", action="store_true", help="the table of the recorded runs; run nothing"
@@ -160,43 +165,39 @@ def main() -> None:
                    "--test-subset", str(args.subset[1])],
         "folder": ["--dataset", "imagefolder", "--data-dir", str(make_image_folder(runs / "photos"))],
     }  # fmt: skip
-    kept = []
-    if args.only_defaults and out.exists():
-        redo = {(d, m) for d in args.data for m in args.models}
-        kept = [r for r in json.loads(out.read_text())["runs"]
-                if r["lr_flag"] is not None or (r["data"], r["model"]) not in redo]  # fmt: skip
     lrs = [None] + ([] if args.no_sweep or args.only_defaults else args.sweep)
     jobs = [
         {"data": name, "model": model, "lr_flag": lr, "flags": data[name], "epochs": args.epochs,
-         "resume": args.resume, "out": str(runs / f"{model}-{name}-{'default' if lr is None else f'lr{lr:g}'}")}
-        for name in args.data for model in args.models for lr in lrs
+         "resume": args.resume, "seed": seed, "out": str(runs / run_name(model, name, lr, seed))}
+        for name in args.data for model in args.models for lr in lrs for seed in range(args.seeds)
     ]  # fmt: skip
     # the defaults first (an interrupted call has the column that matters), heaviest first; then
     # each model's sweep, cheapest model first (an interrupted call has the most complete rows)
-    jobs.sort(key=lambda j: (j["lr_flag"] is not None, (1 if j["lr_flag"] else -1) * _COST.get(j["model"], 30)))
-    t0, rows = time.perf_counter(), list(kept)
-    if args.report_only:  # the table of what is recorded so far; nothing runs
-        rows += [
-            json.loads((Path(j["out"]) / ROW).read_text()) for j in jobs if (Path(j["out"]) / ROW).exists()
-        ]
+    jobs.sort(key=lambda j: (j["seed"], j["lr_flag"] is not None,
+                             (1 if j["lr_flag"] else -1) * _COST.get(j["model"], 30)))  # fmt: skip
+    t0 = time.perf_counter()
+    if args.report_only:
         jobs = []
     with ThreadPoolExecutor(args.workers) as pool:
         for row in pool.map(run_one, jobs):
-            rows.append(row)
             print(
                 json.dumps({k: row.get(k) for k in ("data", "model", "lr_flag", "top1", "lr", "exit")}),
                 flush=True,
             )
+    # the report is the whole benchmark as recorded in the runs' folders, whatever this call ran
+    rows = [json.loads(f.read_text()) for f in sorted(runs.glob(f"*/{ROW}"))]
     order = {(d, m): i for i, (d, m) in enumerate((d, m) for d in ("fmnist", "folder") for m in MODELS)}
     rows.sort(
         key=lambda r: (
             order.get((r["data"], r["model"]), 1 << 30),
             r["lr_flag"] is not None,
             r["lr_flag"] or 0,
+            r.get("seed", 0),
         )
     )
     report = {
         "epochs": args.epochs, "subset": args.subset, "sweep": args.sweep, "workers": args.workers,
+        "seeds": max((r.get("seed", 0) + 1 for r in rows), default=1),
         # the whole benchmark's time at `workers` runs at a time (a partial re-run keeps the rest's)
         "seconds": sum(r["wall_seconds"] for r in rows) / args.workers, "this_call_seconds": time.perf_counter() - t0,
         "machine": machine(), "command": " ".join(["python", *sys.argv]), "runs": rows,
@@ -205,6 +206,11 @@ def main() -> None:
     out.write_text(json.dumps(report, indent=2) + "\n")
     out.with_suffix(".md").write_text(table(report))
     print(table(report))
+
+
+def run_name(model: str, data: str, lr: float | None, seed: int) -> str:
+    """A run's folder: ``resnet18-fmnist-default``, ``resnet18-fmnist-lr0.1``, ``...-lr0.1-s2``."""
+    return f"{model}-{data}-{'default' if lr is None else f'lr{lr:g}'}" + (f"-s{seed}" if seed else "")
 
 
 def machine() -> str:
@@ -218,20 +224,33 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
-def _diverged(default: dict[str, Any]) -> str:
-    """The default run's divergence, in a table cell: no, or the restart at a lower rate."""
-    if default.get("exit", 0) != 0:
-        return f"stopped: {default.get('error', 'diverged')[:60]}"
-    if not default["diverged"]:
-        return "no"
-    if default.get("top1") is None:
-        return "; ".join(default["diverged"])
-    return f"yes: restarted at a quarter ({default['lr'].split('#')[0].split(':')[1].strip()[:6]})"
+def _diverged(defaults: list[dict[str, Any]]) -> str:
+    """The default runs' divergence, in a table cell: no, or each restart or stop."""
+    said = []
+    for d in defaults:
+        if d.get("exit", 0) != 0:
+            said.append(f"stopped: {d.get('error', 'diverged')[:60]}")
+        elif d["diverged"] and d.get("top1") is None:
+            said.append("; ".join(d["diverged"]))
+        elif d["diverged"]:
+            said.append(f"restarted at a quarter ({d['lr'].split('#')[0].split(':')[1].strip()[:6]})")
+    return "; ".join(said) or "no"
+
+
+def _cell(values: list[float]) -> str:
+    """Top-1 in %: one run's, or the median of the seeds' with their range."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.median(values):.1f} ({100 * min(values):.1f}-{100 * max(values):.1f}, {len(values)} seeds)"
 
 
 def table(report: dict[str, Any]) -> str:
     """Per data and model: the default's top-1, lr and its rule, the sweep's best, the gap
-    (best of sweep minus default: the target is at most 2 points), and what diverged."""
+    (best of sweep minus default: the target is at most 2 points), and what diverged. Where a
+    row has several seeds, each learning rate's top-1 is the median of its seeds and the gap
+    compares the medians (seeds change the initial weights, the data order and the subset)."""
     lines = [
         f"{report['epochs']} epochs per run; Fashion-MNIST subset {report['subset'][0]:,} train / "
         f"{report['subset'][1]:,} test images; sweep lr {', '.join(f'{v:g}' for v in report['sweep'])}; "
@@ -246,19 +265,30 @@ def table(report: dict[str, Any]) -> str:
     for r in report["runs"]:
         by.setdefault((r["data"], r["model"]), []).append(r)
     for (data, model), rs in by.items():
-        default = next((r for r in rs if r["lr_flag"] is None), {"diverged": ["(not run yet)"]})
-        sweep = [r for r in rs if r["lr_flag"] is not None and r.get("top1") is not None]
-        stopped = [f"{r['lr_flag']:g}" for r in rs if r["lr_flag"] is not None and r.get("top1") is None]
-        best = max(sweep, key=lambda r: r["top1"], default=None)
-        d1 = default.get("top1")
-        gap = f"{100 * (best['top1'] - d1):+.1f}" if best and d1 is not None else "-"
-        value, _, why = default.get("lr", "lr: - # ?").partition("#")
-        lr = f"{float(value.split(':')[1]):.3g} ({why.split('(')[0].split(',')[0].strip()})" if d1 else "-"
-        top1 = "-" if d1 is None else f"{100 * d1:.1f}"
-        best_top1, best_lr = ("-", "-") if not best else (f"{100 * best['top1']:.1f}", f"{best['lr_flag']:g}")
+        defaults = [r for r in rs if r["lr_flag"] is None]
+        d1 = [r["top1"] for r in defaults if r.get("top1") is not None]
+        sweep: dict[float, list[float]] = {}
+        for r in rs:
+            if r["lr_flag"] is not None and r.get("top1") is not None:
+                sweep.setdefault(r["lr_flag"], []).append(r["top1"])
+        stopped = sorted(
+            {f"{r['lr_flag']:g}" for r in rs if r["lr_flag"] is not None and r.get("top1") is None}
+        )
+        best_lr = max(sweep, key=lambda lr: statistics.median(sweep[lr]), default=None)
+        gap = (
+            f"{100 * (statistics.median(sweep[best_lr]) - statistics.median(d1)):+.1f}"
+            if best_lr is not None and d1
+            else "-"
+        )
+        first = next((r for r in defaults if r.get("top1") is not None), None)
+        lr = "-"
+        if first:
+            value, _, why = first["lr"].partition("#")
+            lr = f"{float(value.split(':')[1]):.3g} ({why.split('(')[0].split(',')[0].strip()})"
+        best = ("-", "-") if best_lr is None else (_cell(sweep[best_lr]), f"{best_lr:g}")
         lines.append(
-            f"| {data} | {model} | {top1} | {lr} | {best_top1} | {best_lr} | {gap} | "
-            f"{_diverged(default)} | {', '.join(stopped) or '-'} |"
+            f"| {data} | {model} | {_cell(d1) if defaults else '(not run yet)'} | {lr} | {best[0]} | {best[1]} "
+            f"| {gap} | {_diverged(defaults)} | {', '.join(stopped) or '-'} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -114,7 +114,10 @@ def test_residual_branches_start_at_zero_in_deep_residual_nets() -> None:
     # a shallow residual net is left as built: its branches would learn only through their scales
     shallow = defaults.Traits(residual_branches=8, normalised=True)
     cfg, sources = resolved("--model", "resnet18")
-    assert adapt(cfg, sources, n_train=1_400, family="resnet", tuned_for="fmnet", traits=shallow)[0].model_kwargs == {}
+    assert (
+        adapt(cfg, sources, n_train=1_400, family="resnet", tuned_for="fmnet", traits=shallow)[0].model_kwargs
+        == {}
+    )
     # a flag is kept, and the model the recipe was tuned for is left as tuned
     cfg, sources = resolved("--model", "resnet20", "--model-kwargs", "widths=[8,16,32]")
     cfg, _ = adapt(cfg, sources, n_train=1_400, family="resnet", tuned_for="fmnet", traits=RESIDUAL)
@@ -182,7 +185,10 @@ def test_print_config_is_what_the_run_writes(tmp_path: Path, capsys: pytest.Capt
     assert cli.main(["train", *SMALL, "--output", str(out), "--print-config"]) == 0
     printed = capsys.readouterr().out
     assert not out.exists()  # --print-config trains nothing
-    assert "batch_size: 64  # data rule" in printed and "lr: 0.2  # recipe (0.2, tuned for fmnet; kept" in printed
+    assert (
+        "batch_size: 64  # data rule" in printed
+        and "lr: 0.2  # recipe (0.2, tuned for fmnet; kept" in printed
+    )
     assert cli.main(["train", *SMALL, "--output", str(out)]) == 0
     assert (out / "config.yaml").read_text() == printed
     assert yaml.safe_load(printed)["batch_size"] == 64
@@ -216,30 +222,30 @@ def test_divergence_with_a_given_rate_stops_and_keeps_nothing(tmp_path: Path) ->
 
 
 def test_divergence_watch_on_fixed_losses() -> None:
-    from cnnkit.train.loop import _Diverged, _DivergenceWatch
+    from cnnkit.train.divergence import Diverged, DivergenceWatch
 
     # chance ln 10 = 2.30: limit max(6.9, 7.3, 2 x first loss) on the running mean (decay 0.9)
-    watch = _DivergenceWatch(10)
+    watch = DivergenceWatch(10)
     for step, loss in enumerate([2.4, 2.2, 30.0, 1.9]):
         watch.update(step, loss)  # one spike: the running mean peaks at 5.14, a transient
-    with pytest.raises(_Diverged, match=r"running loss 7\.34, far above the chance level"):
+    with pytest.raises(Diverged, match=r"running loss 7\.34, far above the chance level"):
         watch.update(4, 30.0)  # a second spike takes it to 7.34
-    with pytest.raises(_Diverged, match="loss nan"):
-        _DivergenceWatch(10).update(0, math.nan)
+    with pytest.raises(Diverged, match="loss nan"):
+        DivergenceWatch(10).update(0, math.nan)
     # a net that starts far above chance (AlexNet-like, no normalisation) sets its own limit
-    high_start = _DivergenceWatch(10)
+    high_start = DivergenceWatch(10)
     for step, loss in enumerate([8.0, 12.0, 9.0, 6.0, 3.0]):
         high_start.update(step, loss)
-    with pytest.raises(_Diverged, match="far above"):
+    with pytest.raises(Diverged, match="far above"):
         for step in range(5, 40):
             high_start.update(step, 40.0)
-    stuck = _DivergenceWatch(10)  # worse than guessing for 25 steps: 3.5 > 1.5 ln 10 = 3.45
+    stuck = DivergenceWatch(10)  # worse than guessing for 25 steps: 3.5 > 1.5 ln 10 = 3.45
     for step in range(24):
         stuck.update(step, 3.5)
-    with pytest.raises(_Diverged, match=r"above 3\.45 for 25 steps"):
+    with pytest.raises(Diverged, match=r"above 3\.45 for 25 steps"):
         stuck.update(24, 3.5)
-    rising = _DivergenceWatch(10)
-    with pytest.raises(_Diverged, match="rose for 25 steps"):
+    rising = DivergenceWatch(10)
+    with pytest.raises(Diverged, match="rose for 25 steps"):
         for step in range(100):
             rising.update(step, 1.0 + 0.05 * step)  # a steady climb from 1.0, below the limit
 

@@ -328,7 +328,7 @@ def _load_data(cfg: dict[str, Any], meta: dict[str, Any]) -> DatasetTensors:
         data_dir=cfg.get("data_dir"),
         train_subset=cfg.get("train_subset"),
         seed=cfg["seed"],
-        image_size=meta.get("image_size") if cfg["dataset"] in ("imagefolder", "synthetic") else None,
+        image_size=meta.get("image_size"),  # the size it trained at (every source resizes)
     )
     data.keep_test_subset(cfg.get("test_subset"))
     return data

@@ -43,6 +43,7 @@ __all__ = [
     "model_cost",
     "paired_difference",
     "paired_verdict",
+    "paper_table",
     "pct",
     "per_arm_table",
     "pm",
@@ -229,6 +230,20 @@ def cost_table(
         *extra,
     ]
     return per_arm_table(caption, numbers, columns)
+
+
+def paper_table(source: str, rows: Sequence[tuple[str, str, str]], agreement: str) -> Table:
+    """The paper beside the measurement: one row per figure (what, the paper's value, cnnkit's on
+    Fashion-MNIST), captioned with the paper and one sentence on whether the direction and the
+    rough size agree. The report shows it under the heading "The paper beside this measurement"."""
+    return Table(
+        f"{PAPER_CAPTION} ({source}): {agreement}",
+        ["", "paper", "here (Fashion-MNIST)"],
+        [list(r) for r in rows],
+    )
+
+
+PAPER_CAPTION = "The paper beside this measurement"
 
 
 # ---------------------------------------------------------------------------- models and data

@@ -60,7 +60,11 @@ class TrainConfig:
         default=None, metadata={"help": "train on a fixed, seeded subset of N images"}
     )
     image_size: int | None = field(
-        default=None, metadata={"help": "resize imagefolder/synthetic images to this size"}
+        default=None,
+        metadata={
+            "help": "resize both splits to N x N at load, bilinear with antialiasing (imagefolder: shorter "
+            "side, then a centre crop); default: as stored (imagefolder: 64)"
+        },
     )
     small_input: bool | None = field(
         default=None, metadata={"help": "small-image stem; default: on for inputs under 64 px"}
@@ -135,7 +139,9 @@ class TrainConfig:
     )
     precise_bn: int = field(
         default=0,
-        metadata={"help": "before each evaluation, re-estimate batch-norm statistics on N training images (0: off)"},
+        metadata={
+            "help": "before each evaluation, re-estimate batch-norm statistics on N training images (0: off)"
+        },
     )
     # machine
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda"})

@@ -100,7 +100,9 @@ FAMILY_LR: dict[str, FamilyLR] = {
     # epochs, Fashion-MNIST) the paper's rate scaled gives 47.6%, 0.01 66.4%, 0.03 70.4%.
     # On the photo folder (64x64) 0.035 at batch 32 never diverged but ended at 39.6% (0.01:
     # 96.6%): the 4096-wide classifier has no batch norm. Half a ResNet's rate.
-    "vgg_bn": FamilyLR(0.05, 256, "batch norm in the convolutions: half a ResNet's rate (Ioffe & Szegedy 2015)"),
+    "vgg_bn": FamilyLR(
+        0.05, 256, "batch norm in the convolutions: half a ResNet's rate (Ioffe & Szegedy 2015)"
+    ),
     # Krizhevsky et al. 2012: 0.01 at batch 128 for 90 epochs, without batch norm. Measured
     # here with He init at batch 32 (2 epochs, ZFNet on the photo folder): 0.01 gives 90.6%,
     # 0.03 73%, 0.1 and 0.3 diverge.

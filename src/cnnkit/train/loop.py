@@ -60,6 +60,7 @@ from cnnkit.train.build import (
 )
 from cnnkit.train.config import RECIPE_TUNED, TrainConfig, validate_config
 from cnnkit.train.defaults import ADAPTIVE_RECIPES, Traits, adapt, banner, model_traits
+from cnnkit.train.divergence import MAX_RESTARTS, Diverged, DivergenceWatch, TrainingError
 from cnnkit.train.lr_find import find_lr, plot_lr_find
 from cnnkit.train.precision import machine_amp, timed_amp
 from cnnkit.train.session import Session, all_reduce, check_disk_space, gather, start_session
@@ -67,69 +68,10 @@ from cnnkit.train.session import Session, all_reduce, check_disk_space, gather, 
 __all__ = ["TrainingError", "evaluate", "resolved_config_text", "train"]
 
 
-class TrainingError(RuntimeError):
-    """Training stopped (non-finite loss or gradient); the last good checkpoint is kept."""
-
-
-_MAX_RESTARTS = 3  # a learning rate cnnkit chose is divided by 4 at most this often
 _RANGE_TEST_STEPS = 100  # the length DEFAULT_RULE was measured at (cnnkit.train.lr_find)
 
 
-class _Diverged(Exception):
-    def __init__(self, step: int, why: str) -> None:
-        super().__init__(why)
-        self.step, self.why = step, why
-
-
-class _DivergenceWatch:
-    """Catches a loss that explodes in the first epoch, step by step.
-
-    The loss has diverged when it is not finite, or when its running mean (decay 0.9, about
-    ten steps)
-    - is far above where it started: above ``max(3 ln K, ln K + 5, 2 x the first loss)`` for
-      K classes (7.3 for 10 classes; a fresh network starts near the chance level ``ln K``,
-      AlexNet-like nets without normalisation above it);
-    - or stays above ``max(1.5 ln K, ln K + 1)`` (3.45 for 10 classes), worse than guessing,
-      for ``STEPS`` steps in a row: measured on the photo folder of benchmarks/zoo_defaults.py,
-      VGG-11-BN at lr 0.035 never passed 7.3 but ended at 39.6% (96.6% at 0.01);
-    - or has risen for ``STEPS`` steps in a row to more than 1.5x its lowest value.
-    The running mean, not a single step: on the same folder a MobileNet-v1 at lr 0.3 has
-    one step at loss 27 and ends at 78%.
-    """
-
-    STEPS = 25
-
-    def __init__(self, num_classes: int) -> None:
-        self.chance = math.log(max(num_classes, 2))
-        self.limit = max(3 * self.chance, self.chance + 5)
-        self.high = max(1.5 * self.chance, self.chance + 1)
-        self.mean: float | None = None
-        self.lowest = math.inf
-        self.rising = self.above = 0
-
-    def update(self, step: int, loss: float) -> None:
-        if not math.isfinite(loss):
-            raise _Diverged(step, f"loss {loss}")
-        if self.mean is None:
-            self.limit = max(self.limit, 2 * loss)
-        previous, self.mean = self.mean, loss if self.mean is None else 0.9 * self.mean + 0.1 * loss
-        if self.mean > self.limit:
-            raise _Diverged(
-                step, f"running loss {self.mean:.3g}, far above the chance level ln(K) = {self.chance:.2f}"
-            )
-        self.above = self.above + 1 if self.mean > self.high else 0
-        if self.above >= self.STEPS:
-            raise _Diverged(
-                step,
-                f"running loss above {self.high:.3g} for {self.above} steps (chance: ln(K) = {self.chance:.2f})",
-            )
-        self.rising = self.rising + 1 if previous is not None and self.mean > previous else 0
-        self.lowest = min(self.lowest, self.mean)
-        if self.rising >= self.STEPS and self.mean > 1.5 * self.lowest:
-            raise _Diverged(step, f"running loss rose for {self.rising} steps to {self.mean:.3g}")
-
-
-def _after_divergence(run: _Run, d: _Diverged, restarts: int) -> tuple[TrainConfig, dict[str, str] | None]:
+def _after_divergence(run: _Run, d: Diverged, restarts: int) -> tuple[TrainConfig, dict[str, str] | None]:
     """A rate cnnkit chose: the config to restart with, at a quarter of it, said in one line.
     A rate the user gave (or the last restart): stop, naming the rate and what to try.
     Either way nothing this run wrote is kept."""
@@ -140,7 +82,7 @@ def _after_divergence(run: _Run, d: _Diverged, restarts: int) -> tuple[TrainConf
         shutil.rmtree(out / "tb", ignore_errors=True)
     where = f"the loss diverged in epoch 1, step {d.step + 1} ({d.why})"
     source = sources.get("lr", "flag") if sources is not None else "given"
-    if source.split()[0] in ("flag", "file", "run", "given") or restarts == _MAX_RESTARTS:
+    if source.split()[0] in ("flag", "file", "run", "given") or restarts == MAX_RESTARTS:
         raise TrainingError(
             f"{where} at lr {cfg.lr:g} ({source}); nothing was kept: "
             f"try --lr {cfg.lr / 4:g}, or a smaller --batch-size"
@@ -282,7 +224,7 @@ class _Run:
     std: torch.Tensor
     meta: dict[str, Any]  # model.safetensors' metadata
     sources: dict[str, str] | None  # where each config value came from (None: all given)
-    watch: _DivergenceWatch | None = None  # the first epoch of a fresh run with an adaptive recipe
+    watch: DivergenceWatch | None = None  # the first epoch of a fresh run with an adaptive recipe
     writer: Any = None  # a tensorboard SummaryWriter with --log tensorboard
 
 
@@ -341,7 +283,7 @@ def train(cfg: TrainConfig, sources: dict[str, str] | None = None) -> dict[str, 
     the values cnnkit chose (``default``, ``recipe``) are fitted to the model and data
     (:func:`~cnnkit.train.defaults.adapt`), and a loss that diverges in the first epoch
     restarts the run at a quarter of a learning rate cnnkit chose; a rate the user gave
-    stops it instead (:class:`_DivergenceWatch`). Without ``sources`` every value is taken
+    stops it instead (:class:`DivergenceWatch`). Without ``sources`` every value is taken
     as given. The process-wide settings it changes (intra-op threads, deterministic mode,
     a process group it created) are restored when it returns or raises.
     """
@@ -358,7 +300,7 @@ def train(cfg: TrainConfig, sources: dict[str, str] | None = None) -> dict[str, 
         cleanup.callback(restore_determinism)
         validate_config(cfg)
         session = start_session(cfg, cleanup)
-        for restarts in range(_MAX_RESTARTS + 1):
+        for restarts in range(MAX_RESTARTS + 1):
             run, progress = _set_up(cfg, sources, session, cleanup)
             try:
                 for epoch in range(progress.epoch, cfg.epochs):
@@ -367,7 +309,7 @@ def train(cfg: TrainConfig, sources: dict[str, str] | None = None) -> dict[str, 
                     if session.is_main:
                         _save_epoch(run, progress, row)
                 return _finish(run, progress)
-            except _Diverged as d:
+            except Diverged as d:
                 cfg, sources = _after_divergence(run, d, restarts)
     raise AssertionError(
         "unreachable"
@@ -424,7 +366,7 @@ def _set_up(
         sources,
     )
     if resume_state is None and cfg.recipe in ADAPTIVE_RECIPES and session.world == 1:
-        run.watch = _DivergenceWatch(data.num_classes)
+        run.watch = DivergenceWatch(data.num_classes)
     _open_logger(run, cleanup)
     if session.is_main:
         if resume_state is None:
