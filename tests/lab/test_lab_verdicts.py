@@ -172,10 +172,10 @@ def test_stack_counts_the_lectures_weights() -> None:
     from cnnkit.lab.experiments.stack import stage_weights
 
     # VGG: 2 x 3^2 C^2 = 18 C^2 against 5^2 C^2; 3 x 3^2 C^2 = 27 C^2 against 7^2 C^2 (C = 64)
-    assert stage_weights(5, True)["stage_weights"] == 18 * 64**2
-    assert stage_weights(5, False)["stage_weights"] == 25 * 64**2
-    assert stage_weights(7, True)["stage_weights"] == 27 * 64**2
-    assert stage_weights(7, False)["stage_weights"] == 49 * 64**2
+    assert stage_weights(5, True, width=64)["stage_weights"] == 18 * 64**2
+    assert stage_weights(5, False, width=64)["stage_weights"] == 25 * 64**2
+    assert stage_weights(7, True, width=64)["stage_weights"] == 27 * 64**2
+    assert stage_weights(7, False, width=64)["stage_weights"] == 49 * 64**2
     assert stage_weights(5, True)["field"] == stage_weights(5, False)["field"]
     assert stage_weights(7, True)["field"] == stage_weights(7, False)["field"]
 

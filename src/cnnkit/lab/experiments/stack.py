@@ -46,22 +46,25 @@ ABOUT = About(
         counts hold but the accuracy does not.
     """,
     notes="""
-        Same stem (3x3 to 64 channels), three stages of 64 channels each ending in a 2x2 max-pool,
+        Same stem (3x3 to 32 channels), three stages of 32 channels each ending in a 2x2 max-pool,
         batch norm and ReLU after every convolution, global average pool and a linear classifier.
     """,
 )
 
-_STACK5 = {"model_kwargs": {"field": 5, "stacked": True}}
+# 32 channels: the ratios do not depend on the width, and at 64 a run of the quick budget took
+# 4-7 minutes on one thread (benchmarks/lab_budget.py), at 32 about a quarter of that
+WIDTH = 32
+
+
+def _net(field: int, stacked: bool) -> dict[str, Any]:
+    return {"model_kwargs": {"field": field, "stacked": stacked, "width": WIDTH}}
+
+
 ARMS = (
-    Arm("stack5", "stagenet", _STACK5, label="two 3x3 a stage (field 5)"),
-    Arm("single5", "stagenet", {"model_kwargs": {"field": 5, "stacked": False}}, label="one 5x5 a stage"),
-    Arm(
-        "stack7",
-        "stagenet",
-        {"model_kwargs": {"field": 7, "stacked": True}},
-        label="three 3x3 a stage (field 7)",
-    ),
-    Arm("single7", "stagenet", {"model_kwargs": {"field": 7, "stacked": False}}, label="one 7x7 a stage"),
+    Arm("stack5", "stagenet", _net(5, True), label="two 3x3 a stage (field 5)"),
+    Arm("single5", "stagenet", _net(5, False), label="one 5x5 a stage"),
+    Arm("stack7", "stagenet", _net(7, True), label="three 3x3 a stage (field 7)"),
+    Arm("single7", "stagenet", _net(7, False), label="one 7x7 a stage"),
 )
 BUDGETS = budgets(
     quick=Budget(epochs=6, train_subset=3000, test_subset=2000, seeds=3, batch_size=128),
@@ -70,7 +73,7 @@ BUDGETS = budgets(
 PAIRS = {5: ("stack5", "single5", 18 / 25), 7: ("stack7", "single7", 27 / 49)}
 
 
-def stage_weights(field: int, stacked: bool, width: int = 64) -> dict[str, Any]:
+def stage_weights(field: int, stacked: bool, width: int = WIDTH) -> dict[str, Any]:
     """The convolution weights of one stage (C in, C out) and the receptive field of the net."""
     from cnnkit.analysis.summary import summarize
     from cnnkit.models.registry import create_model
@@ -153,7 +156,7 @@ def tables(n: dict[str, Any]) -> list[Table]:
         arm_table(n["arms"]),
         cost_table("Cost and accuracy (mult-adds per 28x28 image)", n["arms"]),
         Table(
-            "Weights of one stage (64 channels in and out) and the net's receptive field",
+            f"Weights of one stage ({WIDTH} channels in and out) and the net's receptive field",
             ["field", "stacked 3x3", "one kernel", "ratio", "lecture", "receptive field (px)"],
             rows,
         ),
