@@ -14,6 +14,8 @@ import sys
 import textwrap
 from typing import Any
 
+from cnnkit.lab.spec import BUDGETS
+
 __all__ = ["add_lab_commands", "list_text"]
 
 
@@ -99,16 +101,17 @@ def add_lab_commands(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=textwrap.dedent(
             """\
-            budgets: smoke (seconds, synthetic data; for tests), quick (about 10 minutes per
-            experiment on 2 CPU cores: data subsets, narrow nets, few epochs), full (a GPU or patience)"""
+            budgets: smoke (seconds, synthetic data; for tests), quick (a first look: a few minutes
+            an experiment on 2 CPU cores), standard (each verdict decided by the data: 3 seeds or
+            more an arm, the whole lab in about 100 minutes on 2 cores), full (a GPU or patience)"""
         ),
     )
     p.add_argument("names", nargs="+", metavar="NAME", help="experiment names, or all")
     p.add_argument(
         "--budget",
-        choices=("smoke", "quick", "full"),
-        default="quick",
-        help="smoke (seconds, a check), quick (default; about 10 minutes an experiment on 2 cores), full",
+        choices=BUDGETS,
+        default="standard",
+        help="smoke (seconds, a check), quick (a first look), standard (default: verdicts decided by the data), full",
     )
     p.add_argument(
         "--output", default=None, help="folder for runs, figures and the report (default runs/lab-BUDGET)"
@@ -125,9 +128,9 @@ def add_lab_commands(sub: Any) -> None:
     p = lsub.add_parser("report", help="render report.html and report.md again from saved results")
     p.add_argument(
         "--budget",
-        choices=("smoke", "quick", "full"),
-        default="quick",
-        help="smoke (seconds, a check), quick (default; about 10 minutes an experiment on 2 cores), full",
+        choices=BUDGETS,
+        default="standard",
+        help="smoke (seconds, a check), quick (a first look), standard (default: verdicts decided by the data), full",
     )
     p.add_argument("--output", default=None, help="the folder of `lab run` (default runs/lab-BUDGET)")
     p.set_defaults(func=_cmd_report)

@@ -34,7 +34,10 @@ __all__ = [
     "combine",
 ]
 
-BUDGETS = ("smoke", "quick", "full")
+# smoke: seconds, synthetic data (tests); quick: a first look, minutes an experiment; standard:
+# each verdict decided by the data (>= 3 seeds an arm; the whole lab in about 100 minutes on 2
+# cores; the published report, docs/lab/); full: whole dataset, many epochs (a GPU)
+BUDGETS = ("smoke", "quick", "standard", "full")
 VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 

@@ -468,9 +468,8 @@ def _fit(
     traits = model_traits(cfg.model) if cfg.recipe in ADAPTIVE_RECIPES else Traits(0, True)
     n = len(data.train_y)
     cfg, sources = adapt(cfg, sources, n_train=n, family=family, tuned_for=tuned_for, traits=traits)
-    if (
-        cfg.amp == "auto"
-    ):  # what the machine decides alone; a timed pass at the start of the run decides the rest
+    # what the machine decides alone; a timed pass at the start of the run decides the rest
+    if cfg.amp == "auto":
         cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
         amp, why = machine_amp("cuda" if cuda else "cpu", max(n // cfg.batch_size, 1) * cfg.epochs)
         cfg, sources = dataclasses.replace(cfg, amp=amp), {**sources, "amp": why}
