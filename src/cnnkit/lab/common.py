@@ -32,6 +32,7 @@ __all__ = [
     "clean_gap",
     "clean_train_top1",
     "cost_table",
+    "effect_text",
     "experiment",
     "gap_cell",
     "label_cell",
@@ -387,6 +388,23 @@ def clean_gap(ctx: Context, arm: str, test_top1: Sequence[float]) -> tuple[list[
     return train, [tr - te for tr, te in zip(train, test_top1, strict=True)]
 
 
+def effect_text(diff: Mapping[str, float], what: str) -> str:
+    """``what`` and the paired difference of :func:`paired_difference` in words, with the effect
+    the budget resolves: "+1.23 points (mean over 3 seeds, standard error 0.40: effects beyond
+    0.40 points count)". The lab's rules count an effect beyond one standard error of the
+    paired difference over at least two seeds (about 5:1 odds against noise with a normal
+    error); a smaller one is reported as within the noise, never as its opposite."""
+    n, m, se = int(diff["n"]), diff["mean"], diff["se"]
+    if n == 0 or not measured(m):
+        return f"{what}: not measured (no finished pair of runs)"
+    if n < 2 or not measured(se):
+        return f"{what}: {100 * m:+.2f} points (one seed: the noise is unknown)"
+    return (
+        f"{what}: {100 * m:+.2f} points (mean over {n} seeds, standard error {100 * se:.2f}: "
+        f"effects beyond {100 * se:.2f} points count)"
+    )
+
+
 def paired_verdict(diff: Mapping[str, float], what: str) -> Verdict:
     """The verdict on "A beats B" from :func:`paired_difference` of their accuracies over seeds.
 
@@ -397,8 +415,7 @@ def paired_verdict(diff: Mapping[str, float], what: str) -> Verdict:
     n, m, se = int(diff["n"]), diff["mean"], diff["se"]
     if n == 0 or not measured(m):
         return Verdict("inconclusive", f"no finished pair of runs for {what}")
-    text = f"{what}: {100 * m:+.2f} points (mean over {n} seed(s)"
-    text += f", standard error {100 * se:.2f})" if n > 1 else ")"
+    text = effect_text(diff, what)
     check = [(text, m > 0)]
     if m <= 0:
         return Verdict("not reproduced", text, check)
