@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from cnnkit.lab.spec import About, ArmRun, Budget, Context, Experiment, Table, Verdict
+from cnnkit.lab.spec import PAPER_CAPTION, About, ArmRun, Budget, Context, Experiment, Table, Verdict
 
 if TYPE_CHECKING:
     from torch import nn
@@ -244,9 +244,6 @@ def paper_table(source: str, rows: Sequence[tuple[str, str, str]], agreement: st
         ["", "paper", "here (Fashion-MNIST)"],
         [list(r) for r in rows],
     )
-
-
-PAPER_CAPTION = "The paper beside this measurement"
 
 
 # ---------------------------------------------------------------------------- models and data

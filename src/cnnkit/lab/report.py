@@ -16,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cnnkit.lab.spec import PAPER_CAPTION
+
 __all__ = ["collect_results", "render_report"]
 
 _MARK = {True: "yes", False: "no", None: "unknown"}
@@ -87,6 +89,15 @@ def _budget_text(r: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _paper_tables(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The experiment's paper-beside-measurement tables: shown first, under the verdict."""
+    return [t for t in r["tables"] if t["caption"].startswith(PAPER_CAPTION)]
+
+
+def _other_tables(r: dict[str, Any]) -> list[dict[str, Any]]:
+    return [t for t in r["tables"] if not t["caption"].startswith(PAPER_CAPTION)]
+
+
 def _markdown(results: list[dict[str, Any]], title: str) -> str:
     lines = [f"# {title}", "", f"Generated {datetime.now():%Y-%m-%d %H:%M}.", ""]
     lines += ["## Summary", ""]
@@ -102,10 +113,12 @@ def _markdown(results: list[dict[str, Any]], title: str) -> str:
         lines += [f"Rule: {r['rule']}", ""]
         for c in v["checks"]:
             lines.append(f"- [{_MARK[c['holds']]}] {c['check']}")
+        for t in _paper_tables(r):
+            lines += ["", f"**{t['caption']}**", "", *_md_table(t["columns"], t["rows"])]
         lines += ["", f"Setup: {_budget_text(r)}.", ""]
         if r["arms"]:
             lines += [*_md_table(["arm", "model", "options", "seeds"], _setup_rows(r)), ""]
-        for t in r["tables"]:
+        for t in _other_tables(r):
             lines += [f"*{t['caption']}*", "", *_md_table(t["columns"], t["rows"]), ""]
         for f in r["figures"]:
             lines += [f"![{_md_escape(f['caption'])}]({f['file']})", "", f"*{f['caption']}*", ""]
@@ -123,7 +136,7 @@ padding:.3em 0}th,td{border:1px solid #d0d7de;padding:.25em .55em;text-align:lef
 th{background:#f6f8fa}.badge{display:inline-block;padding:.1em .6em;border-radius:1em;color:#fff;
 font-weight:600;font-size:.9em}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eaeef2}
 figcaption{font-size:.88em;color:#57606a}.claim{background:#f6f8fa;border-left:4px solid #8c959f;
-padding:.5em .9em}.checks li{margin:.2em 0}.muted{color:#57606a;font-size:.9em}
+padding:.5em .9em}.paper{margin-bottom:0}.checks li{margin:.2em 0}.muted{color:#57606a;font-size:.9em}
 """
 
 
@@ -162,11 +175,14 @@ def _html(results: list[dict[str, Any]], title: str) -> str:
             '<ul class="checks">'
             + "".join(f"<li><b>{_MARK[c['holds']]}</b>: {e(c['check'])}</li>" for c in v["checks"])
             + "</ul>",
-            f'<p class="muted">Setup: {e(_budget_text(r))}.</p>',
         ]
+        for t in _paper_tables(r):
+            parts.append(f'<p class="paper"><b>{e(t["caption"])}</b></p>')
+            parts.append(_html_table(t["columns"], t["rows"]))
+        parts.append(f'<p class="muted">Setup: {e(_budget_text(r))}.</p>')
         if r["arms"]:
             parts.append(_html_table(["arm", "model", "options", "seeds"], _setup_rows(r), "Arms"))
-        for t in r["tables"]:
+        for t in _other_tables(r):
             parts.append(_html_table(t["columns"], t["rows"], t["caption"]))
         for f in r["figures"]:
             parts.append(

@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "BUDGETS",
+    "PAPER_CAPTION",
     "VERDICTS",
     "About",
     "Arm",
@@ -39,6 +40,9 @@ __all__ = [
 # cores; the published report, docs/lab/); full: whole dataset, many epochs (a GPU)
 BUDGETS = ("smoke", "quick", "standard", "full")
 VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive")
+# the caption's start that marks a table as the paper's figures beside the measurement
+# (cnnkit.lab.common.paper_table); the report shows it first, under its own heading
+PAPER_CAPTION = "The paper beside this measurement"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 

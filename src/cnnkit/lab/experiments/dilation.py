@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.lab.common import SMOKE, budgets, experiment
+from cnnkit.lab.common import SMOKE, budgets, experiment, paper_table
 from cnnkit.lab.figures import Custom, new_figure, plots
 from cnnkit.lab.spec import About, Budget, Check, Context, Table, Verdict, combine
 
@@ -41,7 +41,8 @@ ABOUT = About(
 
 DEPTH = 6
 SIZE = 161  # input side: larger than the deepest field (2^7 - 1 = 127)
-BUDGETS = budgets(quick=Budget(epochs=1), full=Budget(epochs=1), smoke=SMOKE)
+# nothing trains: every budget computes the same fields
+BUDGETS = budgets(quick=Budget(epochs=1), standard=Budget(epochs=1), full=Budget(epochs=1), smoke=SMOKE)
 
 
 def dilated_stack(dilations: list[int], channels: int = 1) -> nn.Sequential:
@@ -140,6 +141,13 @@ def tables(n: dict[str, Any]) -> list[Table]:
         ]
         for i in range(len(n["dilations"]))
     ]
+    # Yu & Koltun 2016, sec. 2 and Figure 1: after F_{i+1} = F_i *_{2^i} k_i each element of
+    # F_{i+1} sees (2^{i+2} - 1) x (2^{i+2} - 1) pixels: 3x3, 7x7, 15x15 in the figure
+    paper = [3, 7, 15]
+    here = n["dilated"]["rf_analysis"][: len(paper)]
+    agreement = (
+        "the fields agree exactly." if here == paper else f"the fields differ: {here} against {paper}."
+    )
     return [
         Table(
             "Receptive field (px) after each 3x3 layer",
@@ -153,7 +161,15 @@ def tables(n: dict[str, Any]) -> list[Table]:
                 "dilated field covered",
             ],
             rows,
-        )
+        ),
+        paper_table(
+            "Yu & Koltun 2016, Figure 1",
+            [
+                (f"field after layer {i + 1} (px)", str(a), str(b))
+                for i, (a, b) in enumerate(zip(paper, here, strict=False))
+            ],
+            agreement,
+        ),
     ]
 
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.lab.common import SMOKE, budgets, experiment
+from cnnkit.lab.common import SMOKE, budgets, experiment, paper_table
 from cnnkit.lab.figures import Custom, new_figure, plots
 from cnnkit.lab.spec import About, Budget, Check, Context, Table, Verdict, combine
 
@@ -51,7 +51,8 @@ ABOUT = About(
     notes="No training: the budget does not change this experiment.",
 )
 
-BUDGETS = budgets(quick=Budget(epochs=1), full=Budget(epochs=1), smoke=SMOKE)
+# nothing trains: every budget computes the same numbers
+BUDGETS = budgets(quick=Budget(epochs=1), standard=Budget(epochs=1), full=Budget(epochs=1), smoke=SMOKE)
 SIZE = 16  # the transposed conv's input side
 
 
@@ -142,8 +143,29 @@ def tables(n: dict[str, Any]) -> list[Table]:
         [name, n[name]["kernel"], n[name]["stride"], f"{n[name]['ratio']:.0f}"]
         for name in ("k3s2", "k4s2", "resize")
     ]
+    # Odena, Dumoulin & Olah 2016 (Distill, "Deconvolution and checkerboard artifacts"): a kernel
+    # whose size the stride does not divide overlaps unevenly, 1 and 2 inputs in turn along each
+    # axis, and the two axes multiply (1 to 4: the checkerboard); a divisible kernel and their
+    # resize-convolution cover evenly. Dumoulin & Visin 2016 (relationship 14): o' = s (i' - 1)
+    # + a + k - 2p, 32 from 16 for k 3, s 2, p 1, a 1.
+    paper = {"k3s2": 4.0, "k4s2": 1.0, "resize": 1.0}
+    agree = all(n[k]["ratio"] == v for k, v in paper.items()) and n["output_size"][0] == 32
     return [
-        Table("Interior coverage, max/min (1: even)", ["upsampling", "kernel", "stride", "max/min"], rows)
+        Table("Interior coverage, max/min (1: even)", ["upsampling", "kernel", "stride", "max/min"], rows),
+        paper_table(
+            "Odena et al. 2016; Dumoulin & Visin 2016, relationship 14",
+            [
+                (
+                    "coverage max/min, 3x3 at stride 2",
+                    "4 (1-2 per axis, multiplied)",
+                    f"{n['k3s2']['ratio']:.0f}",
+                ),
+                ("coverage max/min, 4x4 at stride 2", "1 (even)", f"{n['k4s2']['ratio']:.0f}"),
+                ("coverage max/min, resize + 3x3 conv", "1 (even)", f"{n['resize']['ratio']:.0f}"),
+                ("output side from 16 (k 3, s 2, p 1, a 1)", "32", str(n["output_size"][0])),
+            ],
+            "every figure agrees." if agree else "the figures differ (see the rows).",
+        ),
     ]
 
 
