@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -60,7 +61,7 @@ def test_resize_matches_pils_antialiased_bilinear() -> None:
         ours = resize_images(images, size, chunk=3)  # two chunks
         for img, got in zip(images, ours, strict=True):
             pil = Image.fromarray(img[0].numpy()).resize((size, size), Image.Resampling.BILINEAR)
-            want = torch.from_numpy(__import__("numpy").asarray(pil)).int()
+            want = torch.from_numpy(np.array(pil)).int()
             assert (got[0].int() - want).abs().max() <= 1, size  # rounding differs by at most 1 level
 
 

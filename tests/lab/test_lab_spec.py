@@ -15,6 +15,7 @@ from cnnkit.train.config import validate_config
 ISSUE_LIST = {
     "separable", "residual", "init", "norm", "regularise", "augment", "schedule", "activation",
     "ensemble", "shuffle", "wide", "se", "dense", "dilation", "transposed", "stack",
+    "bottleneck", "cardinality", "multiplier",
 }  # fmt: skip
 NO_TRAINING = {"dilation", "transposed"}
 

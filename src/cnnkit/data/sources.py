@@ -357,7 +357,9 @@ def _idx_source(name: str) -> Callable[..., DatasetTensors]:
         data_dir: str | os.PathLike[str] | None = None, download: bool = True, image_size: int | None = None
     ) -> DatasetTensors:
         found = _load_idx(name, data_dir)
-        return _resized(found if found is not None else _load_torchvision(name, data_dir, download), image_size)
+        return _resized(
+            found if found is not None else _load_torchvision(name, data_dir, download), image_size
+        )
 
     return load
 

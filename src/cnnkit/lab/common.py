@@ -35,6 +35,7 @@ __all__ = [
     "effect_text",
     "experiment",
     "gap_cell",
+    "grade_effect",
     "label_cell",
     "load_test_split",
     "load_train_split",
@@ -402,6 +403,18 @@ def effect_text(diff: Mapping[str, float], what: str) -> str:
     )
 
 
+def grade_effect(diff: Mapping[str, float]) -> str:
+    """A paired difference (:func:`paired_difference`) under the lab's convention: "beyond" one
+    standard error (two seeds or more), "within" the noise but above 0, "against" (0 or
+    below), or "unknown" (no finished pair)."""
+    n, m, se = int(diff["n"]), diff["mean"], diff["se"]
+    if n == 0 or not measured(m):
+        return "unknown"
+    if n >= 2 and measured(se) and m > se:
+        return "beyond"
+    return "within" if m > 0 else "against"
+
+
 def paired_verdict(diff: Mapping[str, float], what: str) -> Verdict:
     """The verdict on "A beats B" from :func:`paired_difference` of their accuracies over seeds.
 
@@ -409,13 +422,13 @@ def paired_verdict(diff: Mapping[str, float], what: str) -> Verdict:
     error with at least two seeds: reproduced. Otherwise (one seed, or within the noise):
     partly.
     """
-    n, m, se = int(diff["n"]), diff["mean"], diff["se"]
-    if n == 0 or not measured(m):
+    grade = grade_effect(diff)
+    if grade == "unknown":
         return Verdict("inconclusive", f"no finished pair of runs for {what}")
     text = effect_text(diff, what)
-    check = [(text, m > 0)]
-    if m <= 0:
+    check = [(text, diff["mean"] > 0)]
+    if grade == "against":
         return Verdict("not reproduced", text, check)
-    if n >= 2 and m > se:
+    if grade == "beyond":
         return Verdict("reproduced", text, check)
     return Verdict("partly", text + "; better, but not beyond the seed-to-seed noise", check)

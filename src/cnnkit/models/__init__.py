@@ -1,6 +1,17 @@
 """The model zoo: one architecture family per file, each builder registered by name."""
 
-from cnnkit.models import alexnet, densenet, fmnet, googlenet, mobilenet, resnet, senet, shufflenet, vgg
+from cnnkit.models import (
+    alexnet,
+    densenet,
+    fmnet,
+    googlenet,
+    mobilenet,
+    resnet,
+    resnext,
+    senet,
+    shufflenet,
+    vgg,
+)
 from cnnkit.models.registry import (
     ModelInfo,
     create_model,
@@ -23,6 +34,7 @@ __all__ = [
     "mobilenet",
     "register_model",
     "resnet",
+    "resnext",
     "senet",
     "shufflenet",
     "vgg",

@@ -23,6 +23,10 @@ linear weights (6,826 Ki); torchvision's 3x3 "5x5" branch removes 16 * ch5x5red 
 ch5x5 per module, 380,928 in all, and the batch norms (14,560 scales and shifts)
 and the classifier bias (1,000) add 15,560: 6,990,272 - 380,928 + 15,560 =
 6,624,904 (checked in ``tests/models/test_googlenet.py``).
+
+:class:`MiniGoogLeNet` (``googlenet_mini``, ``googlenet_mini_naive``) is a small net of three
+modules for 28x28 inputs, naive (fig. 2a) or with reductions (fig. 2b) at equal widths: the lab's
+test of what the 1x1 reductions save.
 """
 
 from __future__ import annotations
@@ -35,13 +39,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.layers.act import ActLayer, get_act
-from cnnkit.layers.inception import BasicConv2d, Inception
+from cnnkit.layers.inception import BasicConv2d, Inception, InceptionNaive
 from cnnkit.layers.norm import NormLayer
 from cnnkit.models._utils import check_model_args, set_input_constraints, torchvision_init
 from cnnkit.models.api import ZooModel
 from cnnkit.models.registry import register_model
 
-__all__ = ["INCEPTION_WIDTHS", "GoogLeNet", "GoogLeNetOutputs", "InceptionAux", "googlenet"]
+__all__ = [
+    "INCEPTION_WIDTHS",
+    "MINI_INCEPTION_CFG",
+    "GoogLeNet",
+    "GoogLeNetOutputs",
+    "InceptionAux",
+    "MiniGoogLeNet",
+    "googlenet",
+    "googlenet_mini",
+    "googlenet_mini_naive",
+]
 
 # Szegedy et al. 2015, Table 1. Columns: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
 # Each module's input width is the previous module's output width (192 after the stem).
@@ -57,9 +71,23 @@ INCEPTION_WIDTHS: dict[str, tuple[int, int, int, int, int, int]] = {
     "inception5b": (384, 192, 384, 48, 128, 128),
 }
 
+# The lab's small Inception net (MiniGoogLeNet): "M" is a 2x2/2 max-pool, a tuple an Inception module.
+# Columns: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5 (Table 1's, without "pool proj": the pool
+# branch's width is the module's input width in both forms, see MiniGoogLeNet). The reductions
+# are about a third (3x3) and a tenth (5x5) of the input width, as in inception(3a): 96 and 16 of 192.
+MINI_INCEPTION_CFG: tuple[str | tuple[int, int, int, int, int], ...] = (
+    "M",
+    (16, 16, 32, 8, 16),  # in 32 -> out 96, at 14x14 for a 28x28 input
+    (32, 32, 48, 8, 16),  # in 96 -> out 192
+    "M",
+    (48, 48, 96, 16, 32),  # in 192 -> out 368, at 7x7
+)
+_MINI_STEM = 32  # channels of the stem convolution
+
 # The true smallest square input, found by shrinking the input until the network fails
 # (tests/models/test_googlenet.py checks min works and min - 1 fails without the input check).
 _MIN_INPUT_SIZE = {False: 15, True: 2}  # keyed by small_input
+_MINI_MIN_INPUT_SIZE = {False: 15, True: 4}  # MiniGoogLeNet's, found the same way
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -188,6 +216,82 @@ class GoogLeNet(ZooModel):
         return x
 
 
+class MiniGoogLeNet(ZooModel):
+    """A small Inception net for 28x28 inputs, in the naive or the reduced form (the lab's
+    "bottleneck" experiment; Szegedy et al. 2015, fig. 2a against 2b).
+
+    A stem (3x3 conv to 32 channels; without ``small_input`` GoogLeNet's 7x7/2 conv and 3x3/2
+    max-pool), the modules and max-pools of :data:`MINI_INCEPTION_CFG`, global average pool,
+    dropout and a linear classifier. ``reduction=False`` builds every module as
+    :class:`~cnnkit.layers.inception.InceptionNaive` (1x1, 3x3 and 5x5 convolutions and a 3x3
+    max-pool on the full input); ``reduction=True`` as :class:`~cnnkit.layers.inception.Inception`
+    with the paper's 5x5 kernel (1x1 reductions before the 3x3 and 5x5 convolutions, a 1x1
+    projection after the pool). The projection keeps the input width, so both forms have the same
+    width at every layer and differ only in the 1x1 reductions: the naive pool branch passes its
+    input through and cannot be narrowed.
+
+    Why it saves, in the lecture's worked example (inception(3a)'s 5x5 branch on a 28x28x192 input,
+    32 output channels): a direct 5x5 convolution costs 28*28*32*5*5*192 = 120,422,400 mult-adds;
+    a 1x1 reduction to 16 channels first costs 28*28*16*192 = 2,408,448, and the 5x5 convolution
+    on 16 channels 28*28*32*5*5*16 = 10,035,200: 12,443,648 in all, about a tenth. At 1x28x28 this
+    net costs 37,008,480 mult-adds naive and 14,228,576 reduced, 61.6% fewer (counted by
+    :func:`cnnkit.analysis.summary.summarize`; both checked in ``tests/lab/test_lab_bottleneck.py``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_chans: int = 1,
+        small_input: bool = True,
+        *,
+        reduction: bool = True,
+        norm_layer: NormLayer | None = None,
+        act_layer: ActLayer = "relu",
+        drop_rate: float = 0.2,
+    ) -> None:
+        super().__init__()
+        check_model_args("MiniGoogLeNet", num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+        conv = partial(BasicConv2d, norm_layer=norm_layer, act_layer=act_layer)
+        # the paper's 5x5 kernel in the reduced module's third branch, as in the naive one
+        inception = partial(Inception, branch3_kernel_size=5, norm_layer=norm_layer, act_layer=act_layer)
+        naive = partial(InceptionNaive, norm_layer=norm_layer, act_layer=act_layer)
+        layers: list[nn.Module] = (
+            [conv(in_chans, _MINI_STEM, 3, padding=1)]
+            if small_input
+            else [
+                conv(in_chans, _MINI_STEM, 7, stride=2, padding=3),
+                nn.MaxPool2d(3, stride=2, ceil_mode=True),
+            ]
+        )
+        width = _MINI_STEM
+        for item in MINI_INCEPTION_CFG:
+            if isinstance(item, str):  # "M"
+                layers.append(nn.MaxPool2d(2, stride=2))
+                continue
+            ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5 = item
+            module: Inception | InceptionNaive = (
+                inception(width, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, width)
+                if reduction
+                else naive(width, ch1x1, ch3x3, ch5x5)
+            )
+            layers.append(module)
+            width = module.out_channels
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.dropout = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(width, num_classes)
+        self.reduction = reduction
+        # He initialisation (not GoogLeNet's N(0, 0.01^2)): every conv is followed by batch norm,
+        # and He's scale keeps the first layers' outputs well above the norm's eps of 1e-3
+        torchvision_init(self, "resnet")
+        set_input_constraints(
+            self, in_chans=in_chans, min_input_size=_MINI_MIN_INPUT_SIZE[small_input], small_input=small_input
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(torch.flatten(self.avgpool(self.features(x)), 1)))
+
+
 def _drop_missing_aux(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """The registry's ``remap_state_dict`` hook: torchvision's checkpoint carries the auxiliary
     heads; a model built without them drops their tensors."""
@@ -225,3 +329,34 @@ def googlenet(
     return _googlenet(
         num_classes=num_classes, in_chans=in_chans, small_input=small_input, aux_logits=aux_logits, **kwargs
     )
+
+
+def _mini(
+    num_classes: int, in_chans: int, small_input: bool, *, reduction: bool, kwargs: dict[str, Any]
+) -> MiniGoogLeNet:
+    if "reduction" in kwargs and kwargs["reduction"] != reduction:
+        which = "googlenet_mini" if reduction else "googlenet_mini_naive"
+        raise ValueError(f"{which} sets reduction={reduction}; got reduction={kwargs['reduction']}")
+    kwargs.pop("reduction", None)
+    return MiniGoogLeNet(
+        num_classes=num_classes, in_chans=in_chans, small_input=small_input, reduction=reduction, **kwargs
+    )
+
+
+@register_model()
+def googlenet_mini(
+    *, num_classes: int = 10, in_chans: int = 1, small_input: bool = True, **kwargs: Any
+) -> MiniGoogLeNet:
+    """A small Inception net with dimensionality reduction (Szegedy et al. 2015, fig. 2b), the lab's
+    reduced arm: :class:`MiniGoogLeNet` with ``reduction=True`` (1x1 convolutions before the 3x3 and
+    5x5 ones). 14.2M mult-adds at 1x28x28 against 37.0M for :func:`googlenet_mini_naive`."""
+    return _mini(num_classes, in_chans, small_input, reduction=True, kwargs=kwargs)
+
+
+@register_model()
+def googlenet_mini_naive(
+    *, num_classes: int = 10, in_chans: int = 1, small_input: bool = True, **kwargs: Any
+) -> MiniGoogLeNet:
+    """:func:`googlenet_mini` with naive Inception modules (Szegedy et al. 2015, fig. 2a): the same
+    widths, the 3x3 and 5x5 convolutions on the full input width."""
+    return _mini(num_classes, in_chans, small_input, reduction=False, kwargs=kwargs)

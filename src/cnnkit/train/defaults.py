@@ -90,6 +90,7 @@ FAMILY_LR: dict[str, FamilyLR] = {
     "fmnet": FamilyLR(0.2, 256, "cnnkit's default recipe, tuned on Fashion-MNIST"),
     "resnet": FamilyLR(0.1, 256, "He et al. 2016: 0.1 at batch 256"),
     "senet": FamilyLR(0.15, 256, "Hu et al. 2018: 0.6 at batch 1024"),
+    "resnext": FamilyLR(0.1, 128, "Xie et al. 2017 (CIFAR, sec. 5.2): 0.1 at batch 128"),
     "densenet": FamilyLR(0.1, 64, "Huang et al. 2017: 0.1 at batch 64"),
     # GoogLeNet was trained with asynchronous SGD (Szegedy et al. 2015), no batch rate to
     # take; measured at batch 32 (2 epochs, Fashion-MNIST and the photo folder): 0.01 best,
