@@ -20,12 +20,15 @@ from cnnkit.lab.common import (
     arm_table,
     budgets,
     cost_table,
+    effect_text,
     experiment,
     load_model,
     load_test_split,
     measure_arms,
     measured,
     paired_difference,
+    paper_table,
+    pm,
     run_meta,
 )
 from cnnkit.lab.figures import Accuracy, Curves, Custom, bar_figure, plots
@@ -43,9 +46,13 @@ ABOUT = About(
     """,
     slide="Depthwise Separable Convolution; MobileNets (Howard et al. 2017, table 4)",
     rule="""
-        reproduced if the measured mult-add ratio Conv MobileNet / MobileNet lies in [7, 10] and the
-        mean top-1 cost of the separable net (paired by seed) is at most 2 points; partly if one
-        holds.
+        Two checks. (1) Cost: the mult-add ratio Conv MobileNet / MobileNet, traced by cnnkit.analysis,
+        lies in [7, 10] (the paper: 8.6x). (2) Accuracy: the separable net's top-1 cost (Conv MobileNet
+        minus MobileNet, paired by seed, mean over seeds) is at most 2 points, the claim's "about 1%"
+        (1.1 points in the paper) with a point of slack; the check fails when the cost passes 2 points
+        by more than one standard error of the paired difference (at least two seeds), and is unknown
+        when it passes 2 points within that error or with one seed. Both hold: reproduced; one:
+        partly; none: not reproduced; an unknown check: inconclusive.
     """,
     notes="""
         Both nets use width multiplier 0.25 and the stride-1 small-input stem at 28x28, so the ratio
@@ -62,8 +69,24 @@ ARMS = (
 )
 BUDGETS = budgets(
     quick=Budget(epochs=8, train_subset=3000, test_subset=2000, seeds=2, batch_size=128),
+    # standard: the quick budget (3,000 images, 8 epochs, 2 seeds) left the separable net 3.95
+    # points behind with the noise barely measured (2 seeds) and both nets still learning; 3 seeds
+    # on 2.3x the images (at width 0.25 neither net overfits much), 5 epochs, channels_last (the
+    # same arithmetic, faster on CPUs): about 8 minutes on 2 idle cores
+    standard=Budget(
+        epochs=5,
+        train_subset=7000,
+        test_subset=2000,
+        seeds=3,
+        batch_size=128,
+        overrides={"channels_last": True},
+    ),
     full=Budget(epochs=15, seeds=3, batch_size=128),
 )
+MAX_COST = 0.02  # the accuracy the claim allows the separable net to lose ("about 1%": 1.1 points)
+RATIO = (7.0, 10.0)  # the mult-add ratio the claim allows (the paper's 8.6x)
+# the paper, table 4 (ImageNet): (top-1 %, mult-adds in millions, parameters in millions)
+PAPER = {"conv": (71.7, 4866, 29.3), "separable": (70.6, 569, 4.2)}
 
 
 def lecture_layer_cost() -> dict[str, int]:
@@ -98,33 +121,112 @@ def measure(ctx: Context) -> dict[str, Any]:
     }
 
 
+def _cost_check(cost: dict[str, float]) -> tuple[str, bool | None]:
+    """The accuracy check of the rule on the paired difference conv minus separable: the text
+    (the effect, and why the check holds, fails or is unknown) and its outcome."""
+    m, se, n = cost["mean"], cost["se"], int(cost["n"])
+    text = effect_text(cost, "top-1 cost of the separable net (conv minus separable)")
+    if n == 0 or not measured(m):
+        return text, None
+    if m <= MAX_COST:
+        return f"{text}: within the claim's {100 * MAX_COST:.0f} points", True
+    if n >= 2 and measured(se) and m - se > MAX_COST:
+        return f"{text}: beyond the claim's {100 * MAX_COST:.0f} points by more than the noise", False
+    if n < 2 or not measured(se):
+        return f"{text}: above the claim's {100 * MAX_COST:.0f} points, from one seed", None
+    return f"{text}: above the claim's {100 * MAX_COST:.0f} points, within the noise", None
+
+
 def judge(n: dict[str, Any]) -> Verdict:
-    ratio, cost = n["mult_add_ratio"], n["accuracy_cost"]["mean"]
+    ratio = n["mult_add_ratio"]
+    cost_text, cost_ok = _cost_check(n["accuracy_cost"])
     checks: list[Check] = [
         (
-            f"separable net needs 7-10x fewer mult-adds (measured {ratio:.2f}x)"
+            f"separable net needs {RATIO[0]:.0f}-{RATIO[1]:.0f}x fewer mult-adds (measured {ratio:.2f}x)"
             if ratio
             else "mult-add ratio (not measured)",
-            None if ratio is None else 7 <= ratio <= 10,
+            None if ratio is None else RATIO[0] <= ratio <= RATIO[1],
+        ),
+        (cost_text, cost_ok),
+    ]
+    ratio_text = f"{ratio:.1f}x fewer mult-adds (the paper: 8.6x)" if ratio else "mult-adds not measured"
+    return combine(checks, f"{ratio_text}; {cost_text}")
+
+
+def _agreement(n: dict[str, Any]) -> str:
+    """One sentence from the numbers: whether the separable net is cheaper and less accurate here
+    as in the paper, and how the sizes compare."""
+    ratio, cost = n["mult_add_ratio"], n["accuracy_cost"]["mean"]
+    paper_ratio = PAPER["conv"][1] / PAPER["separable"][1]
+    paper_cost = PAPER["conv"][0] - PAPER["separable"][0]
+    if ratio is None or not measured(cost):
+        return "not compared: a net did not finish"
+    cheaper, costlier = ratio > 1, cost > 0
+    direction = (
+        "agrees (the separable net is cheaper and less accurate)"
+        if cheaper and costlier
+        else "disagrees (the separable net is "
+        + ("cheaper" if cheaper else "not cheaper")
+        + " and "
+        + ("less" if costlier else "at least as")
+        + " accurate)"
+    )
+    saving = "about the paper's" if RATIO[0] <= ratio <= RATIO[1] else "unlike the paper's"
+    points = 100 * cost
+    size = (
+        "about as large as"
+        if 0 < points <= 2 * paper_cost
+        else "larger than"
+        if points > 2 * paper_cost
+        else "the opposite of"
+    )
+    return (
+        f"the direction {direction}; the mult-add saving is {saving} ({ratio:.1f}x here, "
+        f"{paper_ratio:.1f}x in the paper) and the accuracy cost {size} the paper's "
+        f"({points:+.2f} points here, {paper_cost:+.1f} in the paper)"
+    )
+
+
+def _paper(n: dict[str, Any]) -> Table:
+    sep, conv = n["arms"]["separable"], n["arms"]["conv"]
+    (c_top1, c_madds, c_params), (s_top1, s_madds, s_params) = PAPER["conv"], PAPER["separable"]
+    cost = n["accuracy_cost"]
+    se = f" +- {100 * cost['se']:.2f}" if measured(cost["se"]) else ""
+
+    def madds(v: dict[str, Any]) -> str:
+        return "n/a" if v["mult_adds"] is None else f"{v['mult_adds'] / 1e6:.2f}M"
+
+    def params(v: dict[str, Any]) -> str:
+        return "n/a" if v["params"] is None else f"{v['params'] / 1e6:.2f}M"
+
+    ratio, pratio = n["mult_add_ratio"], n["param_ratio"]
+    rows = [
+        (
+            "mult-adds: Conv MobileNet / MobileNet",
+            f"{c_madds}M / {s_madds}M = {c_madds / s_madds:.2f}x",
+            f"{madds(conv)} / {madds(sep)} = " + (f"{ratio:.2f}x" if ratio else "n/a"),
         ),
         (
-            f"accuracy cost of separable convolutions at most 2 points (measured {100 * cost:+.2f})"
-            if measured(cost)
-            else "accuracy cost (no finished runs)",
-            cost <= 0.02 if measured(cost) else None,
+            "parameters: Conv MobileNet / MobileNet",
+            f"{c_params}M / {s_params}M = {c_params / s_params:.2f}x",
+            f"{params(conv)} / {params(sep)} = " + (f"{pratio:.2f}x" if pratio else "n/a"),
+        ),
+        ("top-1: Conv MobileNet", f"{c_top1}%", pm(conv["test_top1"])),
+        ("top-1: MobileNet (depthwise separable)", f"{s_top1}%", pm(sep["test_top1"])),
+        (
+            "top-1 cost of the separable net (points)",
+            f"{c_top1 - s_top1:+.1f}",
+            f"{100 * cost['mean']:+.2f}{se} (paired by seed)" if measured(cost["mean"]) else "n/a",
         ),
     ]
-    return combine(
-        checks,
-        f"{ratio or float('nan'):.1f}x fewer mult-adds; the separable net's top-1 is "
-        f"{abs(100 * cost):.2f} points {'below' if cost > 0 else 'above'} the full convolutions",
-    )
+    return paper_table("Howard et al. 2017, table 4 (ImageNet, 224 px)", rows, _agreement(n))
 
 
 def tables(n: dict[str, Any]) -> list[Table]:
     layer = n["lecture_layer"]
     return [
         arm_table(n["arms"]),
+        _paper(n),
         cost_table(
             "Cost and accuracy (mult-adds per image at the data's resolution)",
             n["arms"],
