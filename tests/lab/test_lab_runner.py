@@ -14,7 +14,7 @@ from cnnkit.lab import runner
 from cnnkit.lab.common import load_model, load_test_split
 from cnnkit.lab.figures import new_figure, save_figure
 from cnnkit.lab.report import render_report
-from cnnkit.lab.spec import Arm, Budget, Context, Experiment, FigureRef, Table, Verdict, combine
+from cnnkit.lab.spec import BUDGETS, Arm, Budget, Context, Experiment, FigureRef, Table, Verdict, combine
 from cnnkit.train import loop
 
 TINY = Budget(epochs=1, train_subset=128, test_subset=64, seeds=2, batch_size=32, dataset="synthetic")
@@ -55,7 +55,7 @@ def tiny_experiment(budget: Budget = TINY, name: str = "tiny") -> Experiment:
         claim="a tiny net trains",
         slide="none",
         rule="trained: reproduced",
-        budgets={"smoke": budget, "quick": budget, "full": budget},
+        budgets=dict.fromkeys(BUDGETS, budget),
         measure=_measure,
         judge=_judge,
         tables=lambda n: [Table("t", ["a"], [[1]])],

@@ -58,10 +58,9 @@ __all__ = [
 SMOKE = Budget(epochs=1, train_subset=256, test_subset=128, seeds=1, batch_size=64, dataset="synthetic")
 
 
-def budgets(
-    quick: Budget, full: Budget, standard: Budget | None = None, smoke: Budget = SMOKE
-) -> dict[str, Budget]:
-    return {"smoke": smoke, "quick": quick, "standard": standard or quick, "full": full}
+def budgets(*, quick: Budget, standard: Budget, full: Budget, smoke: Budget = SMOKE) -> dict[str, Budget]:
+    """An experiment's budgets by name (:data:`cnnkit.lab.spec.BUDGETS`)."""
+    return {"smoke": smoke, "quick": quick, "standard": standard, "full": full}
 
 
 def experiment(module: str) -> Experiment:
