@@ -31,7 +31,10 @@ Run: ``python benchmarks/zoo_defaults.py`` (writes ``benchmarks/results/zoo_defa
 ``--models``, ``--data`` and ``--no-sweep`` pick a part of it; ``--only-defaults`` re-runs
 the defaults beside the recorded sweep; ``--resume`` continues an interrupted call (each run
 records ``benchmark_row.json`` in its folder); ``--report-only`` prints the table of what is
-recorded. The defaults run first, then each model's sweep, cheapest model first.
+recorded; ``--seeds N`` also runs seeds 1..N-1 (the seed changes the initial weights, the data
+order and the Fashion-MNIST subset), and a row with seeds shows each rate's median and range.
+The defaults run first, then each model's sweep, cheapest model first. The table is always
+the whole benchmark as its runs' folders record it, whatever part a call ran.
 """
 
 from __future__ import annotations
@@ -89,7 +92,9 @@ def make_image_folder(root: Path, per_class: tuple[int, int] = (150, 50), seed: 
                     side = int(min(w, h) * rng.uniform(0.2, 0.5))
                     x, y = rng.randrange(w - side + 1), rng.randrange(h - side + 1)
                     size = 32 if i % 2 else 64
-                    crop = photo.crop((x, y, x + side, y + side)).resize((size, size), Image.Resampling.BILINEAR)
+                    crop = photo.crop((x, y, x + side, y + side)).resize(
+                        (size, size), Image.Resampling.BILINEAR
+                    )
                     crop.save(folder / f"{i:03d}.png")
     (root / "done").write_text("ok\n")
     return root
