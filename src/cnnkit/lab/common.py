@@ -51,6 +51,7 @@ __all__ = [
     "pm",
     "run_meta",
     "sd",
+    "size_against",
     "top1_cell",
 ]
 
@@ -412,6 +413,14 @@ def grade_effect(diff: Mapping[str, float]) -> str:
     if n >= 2 and measured(se) and m > se:
         return "beyond"
     return "within" if m > 0 else "against"
+
+
+def size_against(here: float, paper: float) -> str:
+    """How a positive effect measured here compares with the paper's (same units): "about the
+    paper's size" within a factor of two, else smaller or larger than the paper's."""
+    if paper / 2 <= here <= 2 * paper:
+        return "about the paper's size"
+    return "smaller than the paper's" if here < paper else "larger than the paper's"
 
 
 def paired_verdict(diff: Mapping[str, float], what: str) -> Verdict:

@@ -25,6 +25,7 @@ from cnnkit.lab.common import (
     paired_difference,
     paper_table,
     pct,
+    size_against,
 )
 from cnnkit.lab.figures import Custom, new_figure, plots
 from cnnkit.lab.spec import About, Arm, Budget, Check, Context, Table, Verdict, combine
@@ -153,11 +154,7 @@ def _agreement(n: dict[str, Any]) -> str:
         return "ResNet-18 or DenseNet-BC did not finish: nothing to compare."
     here = 100 * d["mean"]
     if here > 0:
-        size = (
-            "about the paper's size"
-            if paper / 2 <= here <= 2 * paper
-            else ("smaller than the paper's" if here < paper else "larger than the paper's")
-        )
+        size = size_against(here, paper)
         head = f"the direction agrees: DenseNet-BC leads the bigger ResNet by {here:.2f} points here, {size}"
     elif not _short(d):
         head = (

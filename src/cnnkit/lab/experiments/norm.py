@@ -25,6 +25,7 @@ from cnnkit.lab.common import (
     paired_difference,
     paper_table,
     pct,
+    size_against,
 )
 from cnnkit.lab.figures import Accuracy, Curves, plots
 from cnnkit.lab.spec import About, Arm, Budget, Check, Context, Table, Verdict
@@ -168,11 +169,7 @@ def _agreement(n: dict[str, Any]) -> str:
     here = 100 * extra["mean"]
     noise = "beyond" if _status(extra) == "beyond" else "within"
     if here > 0:
-        size = (
-            "about the paper's size"
-            if paper / 2 <= here <= 2 * paper
-            else ("smaller than the paper's" if here < paper else "larger than the paper's")
-        )
+        size = size_against(here, paper)
         head = (
             f"the direction agrees: batch {SMALL} costs batch norm {here:.2f} points more than group norm "
             f"here ({noise} the noise), {size}"

@@ -22,6 +22,7 @@ from cnnkit.lab.common import (
     effect_text,
     experiment,
     gap_cell,
+    grade_effect,
     label_cell,
     mean,
     measure_arms,
@@ -30,6 +31,7 @@ from cnnkit.lab.common import (
     paper_table,
     pct,
     per_arm_table,
+    size_against,
     top1_cell,
 )
 from cnnkit.lab.figures import Curves, Custom, new_figure, plots
@@ -153,13 +155,9 @@ def _agreement(n: dict[str, Any]) -> str:
     if g["n"] == 0 or not measured(g["mean"]):
         return "an arm did not finish: nothing to compare."
     here = 100 * g["mean"]
-    noise = "beyond" if g["n"] >= 2 and measured(g["se"]) and g["mean"] > g["se"] else "within"
+    noise = "beyond" if grade_effect(g) == "beyond" else "within"
     if here > 0:
-        size = (
-            "about the paper's size"
-            if paper / 2 <= here <= 2 * paper
-            else ("smaller than the paper's" if here < paper else "larger than the paper's")
-        )
+        size = size_against(here, paper)
         head = f"the direction agrees: drop-path raises test top-1 by {here:.2f} points here ({noise} the noise), {size}"
     else:
         head = f"the direction disagrees: drop-path changes test top-1 by {here:+.2f} points here"

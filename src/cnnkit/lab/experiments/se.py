@@ -17,12 +17,14 @@ from cnnkit.lab.common import (
     budgets,
     cost_table,
     experiment,
+    grade_effect,
     measure_arms,
     measured,
     paired_difference,
     paired_verdict,
     paper_table,
     pct,
+    size_against,
 )
 from cnnkit.lab.figures import Accuracy, Curves, plots
 from cnnkit.lab.spec import About, Arm, Budget, Context, Table, Verdict
@@ -131,13 +133,9 @@ def _agreement(n: dict[str, Any]) -> str:
     if g["n"] == 0 or not measured(g["mean"]) or em is None:
         return "an arm did not finish: nothing to compare."
     here = 100 * g["mean"]
-    noise = "beyond" if g["n"] >= 2 and measured(g["se"]) and g["mean"] > g["se"] else "within"
+    noise = "beyond" if grade_effect(g) == "beyond" else "within"
     if here > 0:
-        size = (
-            "about the paper's size"
-            if paper / 2 <= here <= 2 * paper
-            else ("smaller than the paper's" if here < paper else "larger than the paper's")
-        )
+        size = size_against(here, paper)
         head = f"the direction agrees: SE gains {here:.2f} points here ({noise} the noise), {size}"
     else:
         head = f"the direction disagrees: SE changes top-1 by {here:+.2f} points here"
