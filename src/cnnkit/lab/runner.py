@@ -101,6 +101,8 @@ def arm_config(
         "threads": threads,
         "progress": False,
         "recipe": "plain",
+        # fp32 everywhere (a verdict must not depend on the machine's bf16), in oneDNN's fast layout
+        "channels_last": True,
         "output": str(run_folder(output, exp, arm, seed)),
     }
     for extra in (dict(b.overrides), arm.resolve(b)):
