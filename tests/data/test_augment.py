@@ -233,3 +233,59 @@ def test_bad_arguments_raise_value_error() -> None:
         with pytest.raises(ValueError):
             fn()
             pytest.fail(f"case {i} did not raise")
+
+
+# ---------------------------------------------------------------- test-time views
+
+
+def test_translate_moves_every_pixel_by_the_shift_and_repeats_the_edge() -> None:
+    from cnnkit.data.augment import translate
+
+    x = torch.arange(2 * 3 * 5 * 6, dtype=torch.float32).view(2, 3, 5, 6)
+    for dy, dx in ((1, 1), (-1, -1), (2, -1), (0, 3)):
+        y = translate(x, dy, dx)
+        assert y.shape == x.shape
+        for i in range(5):
+            for j in range(6):
+                # x'[i, j] = x[i - dy, j - dx], the source clamped to the image (replicate padding)
+                si, sj = min(max(i - dy, 0), 4), min(max(j - dx, 0), 5)
+                assert torch.equal(y[..., i, j], x[..., si, sj])
+    assert translate(x, 0, 0) is x
+
+
+def test_tta_views_are_airbenchs_weighted_mirror_and_diagonal_shifts() -> None:
+    from cnnkit.data.augment import translate, tta_views
+
+    x = torch.randn(4, 1, 8, 8)
+    assert [w for w, _ in tta_views(x, flip=False)] == [1.0]
+    flip_only = tta_views(x, flip=True)
+    assert [w for w, _ in flip_only] == [0.5, 0.5] and torch.equal(flip_only[1][1], x.flip(3))
+    views = tta_views(x, flip=True, shift=1)
+    assert len(views) == 6 and abs(sum(w for w, _ in views) - 1) < 1e-12
+    assert [w for w, _ in views] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+    expected = [x, x.flip(3), translate(x, 1, 1), translate(x, -1, -1)]
+    expected += [translate(x.flip(3), 1, 1), translate(x.flip(3), -1, -1)]
+    got = [v for _, v in views]
+    assert all(any(torch.equal(g, e) for g in got) for e in expected)
+    with pytest.raises(ValueError, match="shift must be >= 0"):
+        tta_views(x, flip=False, shift=-1)
+
+
+def test_evaluate_with_tta_averages_the_views_logits() -> None:
+    """For a linear model, the weighted mean of the views' logits is the model of the weighted mean view."""
+    from cnnkit.data.augment import tta_views
+    from cnnkit.train.loop import evaluate
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5))
+    mean, std = torch.tensor([0.5]), torch.tensor([0.25])
+    x = (images.float() / 255 - 0.5) / 0.25
+    averaged = sum(w * v for w, v in tta_views(x, flip=True, shift=1))
+    with torch.no_grad():
+        labels = model(averaged).argmax(1)
+        plain_labels = model(x).argmax(1)
+    got = evaluate(model, images, labels, mean, std, tta=True, tta_shift=1)
+    assert got["top1"] == 1.0
+    assert evaluate(model, images, plain_labels, mean, std)["top1"] == 1.0
+    assert (labels != plain_labels).any()  # the views change some answers: the check can fail

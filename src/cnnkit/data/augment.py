@@ -12,6 +12,10 @@ augmented by a few tensor ops rather than N Python calls, and a seed fixes the r
 - ``mixup``: x^ = lam x_i + (1 - lam) x_j, y^ = lam y_i + (1 - lam) y_j with one-hot
   labels, lam ~ Beta(alpha, alpha) (Zhang et al. 2018; the lecture's formula).
 - ``cutmix``: paste a box of x_j into x_i, labels mixed by the box's area (Yun et al. 2019).
+
+At test time, ``translate`` and ``tta_views`` give the views that test-time augmentation
+averages (airbench's multi-view evaluation: the image and its mirror, each also shifted one
+way and the other along the diagonal).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cutmix", "cutout", "mixup", "random_crop", "random_flip"]
+__all__ = ["cutmix", "cutout", "mixup", "random_crop", "random_flip", "translate", "tta_views"]
 
 
 def _check_batch(x: torch.Tensor) -> None:
@@ -73,6 +77,35 @@ def random_flip(x: torch.Tensor, generator: torch.Generator | None = None, p: fl
         < p
     )
     return torch.where(mask[:, None, None, None], x.flip(3), x)
+
+
+def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """The batch shifted by ``dy`` rows down and ``dx`` columns right; the uncovered border
+    repeats the edge pixels (replicate padding), so a shifted image shows no new frame."""
+    _check_batch(x)
+    p = max(abs(dy), abs(dx))
+    if p == 0:
+        return x
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (p, p, p, p), mode="replicate")
+    return xp[..., p - dy : p - dy + h, p - dx : p - dx + w]
+
+
+def tta_views(x: torch.Tensor, *, flip: bool, shift: int = 0) -> list[tuple[float, torch.Tensor]]:
+    """``(weight, view)`` pairs whose weighted logits test-time augmentation sums (weights sum to 1).
+
+    The image, and with ``flip`` its mirror; with ``shift`` each of them also translated by
+    (+shift, +shift) and (-shift, -shift). As airbench (Jordan 2024) weighs them, the unshifted
+    views carry half the weight and the shifted ones the other half.
+    """
+    _check_batch(x)
+    if shift < 0:
+        raise ValueError(f"test-time shift must be >= 0; got {shift}")
+    base = [x, x.flip(3)] if flip else [x]
+    if not shift:
+        return [(1 / len(base), v) for v in base]
+    shifted = [translate(v, d, d) for v in base for d in (shift, -shift)]
+    return [(0.5 / len(base), v) for v in base] + [(0.5 / len(shifted), v) for v in shifted]
 
 
 def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
-from cnnkit.data.augment import cutmix, cutout, mixup, random_crop, random_flip
+from cnnkit.data.augment import cutmix, cutout, mixup, random_crop, random_flip, tta_views
 from cnnkit.data.sources import DatasetTensors, load_dataset, normalize
 from cnnkit.models.registry import get_model_info
 from cnnkit.run import (
@@ -167,8 +167,11 @@ def evaluate(
     amp: str = "none",
     channels_last: bool = False,
     tta: bool = False,
+    tta_shift: int = 0,
 ) -> dict[str, float]:
-    """Top-1 and top-5 accuracy and mean loss of ``model`` on uint8 ``images``."""
+    """Top-1 and top-5 accuracy and mean loss of ``model`` on uint8 ``images``; with ``tta`` the
+    logits averaged with the mirrored view's, with ``tta_shift`` also over views shifted by that
+    many pixels (:func:`cnnkit.data.augment.tta_views`)."""
     model.eval()
     device = mean.device
     correct1 = correct5 = 0
@@ -177,9 +180,11 @@ def evaluate(
         x = normalize(images[start : start + batch_size].to(device), mean, std, channels_last=channels_last)
         y = labels[start : start + batch_size].to(device)
         with _autocast(device, amp):
-            logits = model(x).float()
-            if tta:
-                logits = (logits + model(x.flip(3)).float()) / 2
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            logits = sum(
+                w * model(v.contiguous(memory_format=fmt)).float()
+                for w, v in tta_views(x, flip=tta, shift=tta_shift)
+            )
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
         correct1 += (top5[:, 0] == y).sum().item()
@@ -609,7 +614,8 @@ def _evaluate_epoch(
         batch_size=256,
         amp=cfg.amp,
         channels_last=cfg.channels_last,
-        tta=cfg.tta,
+        tta=cfg.tta and cfg.hflip > 0,  # a mirrored view only for a model that saw mirrors
+        tta_shift=cfg.tta_shift,
     )
     samples = max(float(sums[2]), 1.0)
     return {
