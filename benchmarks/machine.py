@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["conv_peak", "machine_info", "training_peak"]
+__all__ = ["conv_peak", "machine_info", "machine_kind", "training_peak"]
 
 # (channels, spatial size, batch): 3x3 convs as in fmnet/ResNet stages on 28x28 inputs
 PEAK_SHAPES = ((64, 28, 64), (128, 14, 64), (256, 7, 128))
@@ -34,11 +34,27 @@ def machine_info() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "simd": flags,
         "native_bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
+        "kind": machine_kind(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "load_avg_1min_at_start": os.getloadavg()[0],
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def machine_kind() -> str:
+    """The kind of machine a speed figure belongs to, as the issue "Speed" names them: ``cuda``,
+    ``amx-bf16`` (AMX tiles: bf16 convolutions near 1 TFLOP/s on 2 cores), ``avx512-bf16``
+    (AVX512 bf16 dot products) or ``avx2`` (bf16 emulated: fp32 is the fast precision)."""
+    from cnnkit.doctor import cpu_flags
+
+    if torch.cuda.is_available():
+        return "cuda"
+    flags = cpu_flags()
+    for kind, flag in (("amx-bf16", "amx_bf16"), ("avx512-bf16", "avx512_bf16")):
+        if flag in flags:
+            return kind
+    return "avx2"
 
 
 def conv_peak(

@@ -9,11 +9,12 @@ machine's 3x3-convolution training peak, ``benchmarks/machine.py``, measured bef
 after the runs in this process).
 
 One seed per row: a difference under about 0.3 points is within the seed-to-seed spread of
-the default recipe (``time_to_accuracy.md``), so the table reads as "which ingredients
+the default recipe (``time_to_accuracy_<kind>.md``), so the table reads as "which ingredients
 matter", not as a precise ranking. Speed rows (precision, memory format) change the time,
 not the accuracy.
 
-Run: ``python benchmarks/speed_ablation.py`` (writes ``benchmarks/results/speed_ablation.{json,md}``);
+Run: ``python benchmarks/speed_ablation.py`` (writes ``benchmarks/results/speed_ablation_<kind>.{json,md}``,
+one per machine kind as ``time_to_accuracy.py``);
 ``--smoke`` runs two rows on 512 images (a CI check); ``--rows`` picks rows by name.
 """
 
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, training_peak
+from machine import machine_info, machine_kind, training_peak
 from time_to_accuracy import run_seed, time_to
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -128,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         "target": args.target,
         "rows": done,
     }
-    out = args.output or RESULTS / ("speed_ablation_smoke.json" if args.smoke else "speed_ablation.json")
+    out = args.output or RESULTS / (
+        "speed_ablation_smoke.json" if args.smoke else f"speed_ablation_{machine_kind()}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(report))

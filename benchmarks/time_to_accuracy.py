@@ -19,7 +19,8 @@ normalised seconds. Model-FLOPs utilisation (MFU) = training FLOPs per image (3 
 forward's, ``cnnkit.summarize``) x the run's images/s (median over its epochs) / P.
 
 Run: ``python benchmarks/time_to_accuracy.py --recipe default --seeds 3`` (writes the
-recipe's entry of ``benchmarks/results/time_to_accuracy.json`` and the table in ``.md``);
+recipe's entry of ``benchmarks/results/time_to_accuracy_<kind>.json`` and the table in
+``.md``, one file per machine kind: ``avx2``, ``avx512-bf16``, ``amx-bf16``, ``cuda``);
 ``--smoke`` is the seconds-long check ``.ci/run`` runs (2 epochs on 512 images).
 """
 
@@ -38,7 +39,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, training_peak
+from machine import machine_info, machine_kind, training_peak
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -183,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     ap.add_argument("--smoke", action="store_true", help="2 epochs on 512 images, 1 seed (a CI check)")
     ap.add_argument(
-        "--output", type=Path, default=None, help="JSON (default benchmarks/results/time_to_accuracy.json)"
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON (default benchmarks/results/time_to_accuracy_<machine kind>.json)",
     )
     args = ap.parse_args(argv)
     threads = args.threads or len(os.sched_getaffinity(0))
@@ -193,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds = 1
         extra.update({"epochs": 2, "warmup_epochs": 0.5, "train_subset": 512, "test_subset": 500})
     out_json = args.output or RESULTS / (
-        "time_to_accuracy_smoke.json" if args.smoke else "time_to_accuracy.json"
+        "time_to_accuracy_smoke.json" if args.smoke else f"time_to_accuracy_{machine_kind()}.json"
     )
     target = args.target if args.target is not None else TARGETS[args.recipe]
     quick = {"repeat": 1, "batch_divisor": 16} if args.smoke else {}
