@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnkit.lab.common import paired_difference, paired_verdict
+from cnnkit.lab.common import BySeed, paired_difference, paired_verdict
 from cnnkit.lab.experiments import dilation
 from cnnkit.lab.spec import Context
 
@@ -26,6 +26,19 @@ def test_paired_verdict_needs_a_gain_beyond_the_noise() -> None:
     assert paired_verdict(paired_difference([], []), "x").verdict == "inconclusive"
     d = paired_difference([0.5, 0.7], [0.4, 0.4])
     assert d["mean"] == pytest.approx(0.2) and d["se"] == pytest.approx(0.1) and d["wins"] == 2
+
+
+def test_paired_difference_pairs_by_seed_when_a_seed_failed() -> None:
+    """Arm a lost seed 1: its seeds 0 and 2 pair with arm b's seeds 0 and 2, not 0 and 1."""
+    a = BySeed([0.90, 0.70], seeds=[0, 2])
+    b = BySeed([0.80, 0.50, 0.60], seeds=[0, 1, 2])
+    d = paired_difference(a, b)
+    assert d["n"] == 2 and d["mean"] == pytest.approx((0.10 + 0.10) / 2) and d["se"] == pytest.approx(0)
+    by_position = paired_difference(list(a), list(b))  # what plain lists do: 0.9-0.8, 0.7-0.5
+    assert by_position["mean"] == pytest.approx(0.15)
+    assert paired_difference(b, a)["mean"] == pytest.approx(-0.10)
+    with pytest.raises(ValueError, match="2 values for 3 seeds"):
+        BySeed([0.1, 0.2], seeds=[0, 1, 2])
 
 
 def test_dilation_reproduces_the_lectures_3_7_15(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ARM_COLUMNS",
+    "BySeed",
     "SMOKE",
     "Column",
     "arm_numbers",
@@ -122,11 +123,27 @@ def best_of(values: Mapping[str, float]) -> str:
     return max(values, key=lambda k: values[k] if measured(values[k]) else -1.0)
 
 
+class BySeed(list[float]):
+    """Per-seed values that remember their seeds (:func:`arm_numbers`), so that a failed seed in
+    one arm cannot pair another arm's seed 2 with this one's seed 1. JSON sees a plain list."""
+
+    def __init__(self, values: Sequence[float], seeds: Sequence[int]) -> None:
+        if len(values) != len(seeds):
+            raise ValueError(f"{len(values)} values for {len(seeds)} seeds")
+        super().__init__(values)
+        self.seeds = list(seeds)
+
+
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     """Mean and standard error of ``a - b`` over paired seeds (the same seed: same data subset
-    and order); with one pair the standard error is unknown (``nan``)."""
-    n = min(len(a), len(b))
-    d = [a[i] - b[i] for i in range(n)]
+    and order); with one pair the standard error is unknown (``nan``). Two :class:`BySeed`
+    lists pair by seed (the seeds both finished); plain lists pair by position."""
+    if isinstance(a, BySeed) and isinstance(b, BySeed):
+        at, bt = dict(zip(a.seeds, a, strict=True)), dict(zip(b.seeds, b, strict=True))
+        d = [at[s] - bt[s] for s in a.seeds if s in bt]
+    else:
+        d = [x - y for x, y in zip(a, b, strict=False)]
+    n = len(d)
     se = sd(d) / math.sqrt(n) if n > 1 else math.nan
     return {"mean": mean(d), "se": se, "n": float(n), "wins": float(sum(1 for x in d if x > 0))}
 
@@ -139,8 +156,10 @@ def arm_numbers(ctx: Context, arm: str) -> dict[str, Any]:
     """The per-arm numbers every experiment reports (means over the finished seeds)."""
     runs = ctx.runs.get(arm, [])
     ok = [r for r in runs if r.ok]
-    top1 = [float(r.final["test_top1"]) for r in ok if r.final is not None]
-    train_err = [e for r in ok if (e := _final_train_err(r)) is not None]
+    done = [r for r in ok if r.final is not None]
+    top1 = BySeed([float(r.final["test_top1"]) for r in done], [r.seed for r in done])
+    with_err = [(r.seed, e) for r in ok if (e := _final_train_err(r)) is not None]
+    train_err = BySeed([e for _, e in with_err], [s for s, _ in with_err])
     seconds = [float(r.final["train_seconds"]) for r in ok if r.final is not None]
     ips = [statistics.median(float(h["images_per_s"]) for h in r.history) for r in ok if r.history]
     spec = next(a for a in ctx.experiment.arms if a.name == arm)
