@@ -136,11 +136,15 @@ class TrainConfig:
     smoothing: float = field(default=0.0, metadata={"help": "label smoothing"})
     tta: bool = field(
         default=False,
-        metadata={"help": "test-time augmentation: average with the mirrored view (where trained with --hflip)"},
+        metadata={
+            "help": "test-time augmentation: average with the mirrored view (where trained with --hflip)"
+        },
     )
     tta_shift: int = field(
         default=0,
-        metadata={"help": "test-time augmentation: also average views shifted by +-N px diagonally (airbench)"},
+        metadata={
+            "help": "test-time augmentation: also average views shifted by +-N px diagonally (airbench)"
+        },
     )
     precise_bn: int = field(
         default=0,
