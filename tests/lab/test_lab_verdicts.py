@@ -22,7 +22,10 @@ def test_paired_verdict_needs_a_gain_beyond_the_noise() -> None:
         paired_verdict(paired_difference([0.9, 0.85], [0.88, 0.86]), "x").verdict == "partly"
     )  # +0.5 +- 1.5
     assert paired_verdict(paired_difference([0.9], [0.88]), "x").verdict == "partly"  # one seed
-    assert paired_verdict(paired_difference([0.8, 0.8], [0.85, 0.84]), "x").verdict == "not reproduced"
+    against = paired_verdict(paired_difference([0.8, 0.8], [0.85, 0.84]), "x")
+    assert against.verdict == "not reproduced" and "does not hold on this data" in against.summary
+    unresolved = paired_verdict(paired_difference([0.8, 0.86], [0.85, 0.84]), "x")  # -1.5 +- 3.5
+    assert unresolved.verdict == "not reproduced" and "below what the budget resolves" in unresolved.summary
     assert paired_verdict(paired_difference([], []), "x").verdict == "inconclusive"
     d = paired_difference([0.5, 0.7], [0.4, 0.4])
     assert d["mean"] == pytest.approx(0.2) and d["se"] == pytest.approx(0.1) and d["wins"] == 2

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ARM_COLUMNS",
-    "BySeed",
     "SMOKE",
+    "BySeed",
     "Column",
     "arm_numbers",
     "arm_table",
@@ -455,7 +455,11 @@ def paired_verdict(diff: Mapping[str, float], what: str) -> Verdict:
     text = effect_text(diff, what)
     check = [(text, diff["mean"] > 0)]
     if grade == "against":
-        return Verdict("not reproduced", text, check)
+        if int(diff["n"]) >= 2 and measured(diff["se"]) and -diff["mean"] > diff["se"]:
+            why = "worse beyond the noise: the claim does not hold on this data at this budget"
+        else:
+            why = "worse, but within the seed-to-seed noise: an effect this small is below what the budget resolves"
+        return Verdict("not reproduced", f"{text}; {why}", check)
     if grade == "beyond":
         return Verdict("reproduced", text, check)
     return Verdict("partly", text + "; better, but not beyond the seed-to-seed noise", check)
