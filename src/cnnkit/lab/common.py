@@ -156,8 +156,8 @@ def arm_numbers(ctx: Context, arm: str) -> dict[str, Any]:
     """The per-arm numbers every experiment reports (means over the finished seeds)."""
     runs = ctx.runs.get(arm, [])
     ok = [r for r in runs if r.ok]
-    done = [r for r in ok if r.final is not None]
-    top1 = BySeed([float(r.final["test_top1"]) for r in done], [r.seed for r in done])
+    finals = [(r.seed, float(r.final["test_top1"])) for r in ok if r.final is not None]
+    top1 = BySeed([t for _, t in finals], [s for s, _ in finals])
     with_err = [(r.seed, e) for r in ok if (e := _final_train_err(r)) is not None]
     train_err = BySeed([e for _, e in with_err], [s for s, _ in with_err])
     seconds = [float(r.final["train_seconds"]) for r in ok if r.final is not None]
