@@ -91,8 +91,14 @@ def test_runs_are_trained_by_the_trainer_cached_and_evaluated_on_the_trainers_te
     monkeypatch.setattr(loop, "train", no_training)
     again = runner.run_experiment(exp, "smoke", output=tmp_path, device="cpu")
     assert again["numbers"]["top1"] == saved["numbers"]["top1"]
+    # the cost from scratch is the runs' recorded training and evaluation, cached or not
+    finals = [json.loads((tmp_path / r["run_dir"] / "final.json").read_text()) for r in saved["runs"]]
+    cost = sum(f["train_seconds"] + f["eval_seconds"] for f in finals)
+    assert again["compute_seconds"] == pytest.approx(cost) and saved["compute_seconds"] == pytest.approx(cost)
     page = render_report(tmp_path)
     assert page.name == "report.html" and (tmp_path / "report.md").is_file()
+    md = (tmp_path / "report.md").read_text()
+    assert "`cnnkit lab run all --budget smoke`" in md and f"| {cost / 60:.1f} |" in md
 
 
 def test_a_changed_config_is_refused_unless_retrained(tmp_path: Path) -> None:

@@ -89,6 +89,24 @@ def _budget_text(r: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _minutes(r: dict[str, Any]) -> str:
+    """The experiment's compute time from scratch (its runs' training and evaluation)."""
+    secs = r.get("compute_seconds")
+    return "-" if secs is None else f"{secs / 60:.1f}"
+
+
+def _run_text(results: list[dict[str, Any]]) -> str:
+    """How this report was made: the command, the machine(s) and the total time."""
+    budgets = sorted({r["budget"] for r in results})
+    machines = sorted({r["machine"] for r in results if r.get("machine")})
+    total = sum(float(r.get("compute_seconds") or 0) for r in results)
+    return (
+        f"Made by `cnnkit lab run all --budget {'/'.join(budgets)}` on "
+        f"{'; '.join(machines) or 'an unrecorded machine'}: {total / 60:.0f} minutes of training and "
+        "evaluation in all (each experiment's share in the summary's last column)."
+    )
+
+
 def _paper_tables(r: dict[str, Any]) -> list[dict[str, Any]]:
     """The experiment's paper-beside-measurement tables: shown first, under the verdict."""
     return [t for t in r["tables"] if t["caption"].startswith(PAPER_CAPTION)]
@@ -99,11 +117,14 @@ def _other_tables(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _markdown(results: list[dict[str, Any]], title: str) -> str:
-    lines = [f"# {title}", "", f"Generated {datetime.now():%Y-%m-%d %H:%M}.", ""]
+    lines = [f"# {title}", "", f"Generated {datetime.now():%Y-%m-%d %H:%M}. {_run_text(results)}", ""]
     lines += ["## Summary", ""]
     lines += _md_table(
-        ["experiment", "claim", "verdict", "measured"],
-        [[r["name"], r["title"], r["verdict"]["verdict"], r["verdict"]["summary"]] for r in results],
+        ["experiment", "claim", "verdict", "measured", "minutes"],
+        [
+            [r["name"], r["title"], r["verdict"]["verdict"], r["verdict"]["summary"], _minutes(r)]
+            for r in results
+        ],
     )
     for r in results:
         v = r["verdict"]
@@ -155,14 +176,17 @@ def _html(results: list[dict[str, Any]], title: str) -> str:
         f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{e(title)}</h1>",
         f'<p class="muted">Generated {datetime.now():%Y-%m-%d %H:%M} by <code>cnnkit lab</code>. '
-        "Each verdict is computed from the measured numbers by the rule printed beside it.</p>",
+        "Each verdict is computed from the measured numbers by the rule printed beside it. "
+        f"{e(_run_text(results))}</p>",
         "<h2>Summary</h2>",
-        "<table><thead><tr><th>experiment</th><th>claim</th><th>verdict</th><th>measured</th></tr></thead><tbody>",
+        "<table><thead><tr><th>experiment</th><th>claim</th><th>verdict</th><th>measured</th>"
+        "<th>minutes</th></tr></thead><tbody>",
     ]
     for r in results:
         parts.append(
             f'<tr><td><a href="#{e(r["name"])}">{e(r["name"])}</a></td><td>{e(r["title"])}</td>'
-            f"<td>{_badge(r['verdict']['verdict'])}</td><td>{e(r['verdict']['summary'])}</td></tr>"
+            f"<td>{_badge(r['verdict']['verdict'])}</td><td>{e(r['verdict']['summary'])}</td>"
+            f"<td>{_minutes(r)}</td></tr>"
         )
     parts.append("</tbody></table>")
     for r in results:

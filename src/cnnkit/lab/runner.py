@@ -306,11 +306,33 @@ def run_experiment(
         "figures": [{"file": f"{exp.name}/{f.file}", "caption": f.caption} for f in figures],
         "generated": datetime.now().isoformat(timespec="seconds"),
         "wall_seconds": time.perf_counter() - t0,
+        "compute_seconds": _compute_seconds(runs, time.perf_counter() - t0),
+        "machine": _machine(),
     }
     result = _jsonable(result)
     (folder / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     _log(f"{exp.name}: {verdict.verdict} ({verdict.summary})")
     return result
+
+
+def _compute_seconds(runs: dict[str, list[ArmRun]], wall: float) -> float:
+    """What the experiment costs from scratch: its runs' training and evaluation seconds as
+    they recorded them (so a rendering from the cache still says it), or, for an experiment
+    that trains nothing, this call's wall time."""
+    finals = [r.final for rs in runs.values() for r in rs if r.final is not None]
+    if not finals:
+        return wall
+    return sum(float(f.get("train_seconds", 0)) + float(f.get("eval_seconds", 0)) for f in finals)
+
+
+def _machine() -> str:
+    import torch
+
+    from cnnkit.doctor import cpu_name
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def run_experiments(
