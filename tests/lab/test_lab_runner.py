@@ -114,6 +114,26 @@ def test_a_changed_config_is_refused_unless_retrained(tmp_path: Path) -> None:
     assert len(history) == 2 and result["verdict"]["verdict"] == "reproduced"
 
 
+def test_a_config_field_newer_than_the_cached_run_counts_as_its_default(tmp_path: Path) -> None:
+    """A run trained before a field existed (its config.yaml lacks it) ran the field's default:
+    still cached; a cached value that differs from the wanted one is still refused."""
+    import yaml
+
+    one_seed = Budget(epochs=1, train_subset=128, test_subset=64, seeds=1, batch_size=32, dataset="synthetic")
+    runner.run_experiment(tiny_experiment(one_seed), "smoke", output=tmp_path, device="cpu")
+    config = tmp_path / "runs" / "tiny" / "tiny-seed0" / "config.yaml"
+    saved = yaml.safe_load(config.read_text())
+    assert saved["tta_shift"] == 0
+    del saved["tta_shift"]  # as written before --tta-shift existed
+    config.write_text(yaml.safe_dump(saved))
+    again = runner.run_experiment(tiny_experiment(one_seed), "smoke", output=tmp_path, device="cpu")
+    assert again["runs"][0]["test_top1"] is not None
+    saved["smoothing"] = 0.3  # a value the arm does not want
+    config.write_text(yaml.safe_dump(saved))
+    with pytest.raises(ValueError, match=r"smoothing: 0.3 -> 0.0"):
+        runner.run_experiment(tiny_experiment(one_seed), "smoke", output=tmp_path, device="cpu")
+
+
 def test_a_run_the_trainer_stops_is_recorded_not_raised(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -125,6 +125,17 @@ def _compared(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in _NOT_COMPARED}
 
 
+def _field_defaults(config_type: type) -> dict[str, Any]:
+    """Each config field's default value (a run's config.yaml from before a field existed ran it)."""
+    out = {}
+    for f in dataclasses.fields(config_type):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
 def _read_run(arm: Arm, seed: int, folder: Path) -> ArmRun:
     from cnnkit.run import read_config, read_final, read_metrics
 
@@ -152,8 +163,9 @@ def run_arm(cfg: Any, arm: Arm, *, retrain: bool = False) -> ArmRun:
         shutil.rmtree(folder)
         done = False
     elif have := _compared(read_config(folder, required=False)):
-        # a field newer than the cached run's config.yaml counts as its default (None)
-        diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
+        # a field newer than the cached run's config.yaml counts as the default it had then
+        defaults = _field_defaults(type(cfg))
+        diff = sorted(k for k in set(have) | set(wanted) if have.get(k, defaults.get(k)) != wanted.get(k))
         if diff:
             shown = ", ".join(f"{k}: {have.get(k)!r} -> {wanted.get(k)!r}" for k in diff[:4])
             raise ValueError(
