@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -177,7 +178,8 @@ def _html(results: list[dict[str, Any]], title: str) -> str:
         f"<h1>{e(title)}</h1>",
         f'<p class="muted">Generated {datetime.now():%Y-%m-%d %H:%M} by <code>cnnkit lab</code>. '
         "Each verdict is computed from the measured numbers by the rule printed beside it. "
-        f"{e(_run_text(results))}</p>",
+        + re.sub(r"`([^`]*)`", r"<code>\1</code>", e(_run_text(results)))
+        + "</p>",
         "<h2>Summary</h2>",
         "<table><thead><tr><th>experiment</th><th>claim</th><th>verdict</th><th>measured</th>"
         "<th>minutes</th></tr></thead><tbody>",
