@@ -10,15 +10,17 @@ utilisation (MFU), measured in the same process as the numerator.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["conv_peak", "machine_info", "machine_kind", "training_peak"]
+__all__ = ["conv_peak", "machine_info", "machine_kind", "training_peak", "write_results"]
 
 # (channels, spatial size, batch): 3x3 convs as in fmnet/ResNet stages on 28x28 inputs
 PEAK_SHAPES = ((64, 28, 64), (128, 14, 64), (256, 7, 128))
@@ -124,3 +126,17 @@ def training_peak(repeat: int = 5, batch_divisor: int = 1) -> dict[str, Any]:
     peaks = {str(d).removeprefix("torch."): conv_peak(d, repeat, batch_divisor, train=True) for d in dtypes}
     best = max(peaks, key=lambda k: peaks[k]["peak_gflops"])
     return {"P_gflops": peaks[best]["peak_gflops"], "dtype": best, "by_dtype": peaks}
+
+
+def write_results(
+    output: Path | None, results: Path, name: str, smoke: bool, report: dict[str, Any], markdown: str
+) -> Path:
+    """Write a speed benchmark's JSON and its Markdown table beside it, and print the table.
+    The default path is ``results/<name>_<machine kind>.json`` (``<name>_smoke.json`` for a
+    smoke run): one record per machine kind."""
+    out = output or results / (f"{name}_smoke.json" if smoke else f"{name}_{machine_kind()}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    return out

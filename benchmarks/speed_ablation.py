@@ -21,7 +21,6 @@ one per machine kind as ``time_to_accuracy.py``);
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, machine_kind, training_peak
+from machine import machine_info, training_peak, write_results
 from time_to_accuracy import run_seed, time_to
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -129,13 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": args.target,
         "rows": done,
     }
-    out = args.output or RESULTS / (
-        "speed_ablation_smoke.json" if args.smoke else f"speed_ablation_{machine_kind()}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(args.output, RESULTS, "speed_ablation", args.smoke, report, markdown(report))
     return 0
 
 

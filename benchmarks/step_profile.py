@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, machine_kind, training_peak
+from machine import machine_info, training_peak, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -151,13 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "mfu": achieved / peak["P_gflops"],
         "run": run,
     }
-    out = args.output or RESULTS / (
-        "step_profile_smoke.json" if args.smoke else f"step_profile_{machine_kind()}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(args.output, RESULTS, "step_profile", args.smoke, report, markdown(report))
     return 0
 
 
