@@ -25,6 +25,7 @@ __all__ = [
     "SMOKE",
     "BySeed",
     "Column",
+    "against_text",
     "arm_numbers",
     "arm_table",
     "best_of",
@@ -442,6 +443,15 @@ def size_against(here: float, paper: float) -> str:
     return "smaller than the paper's" if here < paper else "larger than the paper's"
 
 
+def against_text(diff: Mapping[str, float]) -> str:
+    """Why an effect at or below 0 (:func:`grade_effect` "against") counts against a claim:
+    beyond one standard error the claim does not hold on this data; within it (or with one
+    seed) the effect is below what the budget resolves."""
+    if int(diff["n"]) >= 2 and measured(diff["se"]) and -diff["mean"] > diff["se"]:
+        return "beyond the noise: the claim does not hold on this data at this budget"
+    return "but within the seed-to-seed noise: an effect this small is below what the budget resolves"
+
+
 def paired_verdict(diff: Mapping[str, float], what: str) -> Verdict:
     """The verdict on "A beats B" from :func:`paired_difference` of their accuracies over seeds.
 
@@ -455,11 +465,7 @@ def paired_verdict(diff: Mapping[str, float], what: str) -> Verdict:
     text = effect_text(diff, what)
     check = [(text, diff["mean"] > 0)]
     if grade == "against":
-        if int(diff["n"]) >= 2 and measured(diff["se"]) and -diff["mean"] > diff["se"]:
-            why = "worse beyond the noise: the claim does not hold on this data at this budget"
-        else:
-            why = "worse, but within the seed-to-seed noise: an effect this small is below what the budget resolves"
-        return Verdict("not reproduced", f"{text}; {why}", check)
+        return Verdict("not reproduced", f"{text}; worse {against_text(diff)}", check)
     if grade == "beyond":
         return Verdict("reproduced", text, check)
     return Verdict("partly", text + "; better, but not beyond the seed-to-seed noise", check)

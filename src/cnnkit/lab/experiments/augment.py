@@ -16,6 +16,7 @@ import torch
 
 from cnnkit.lab.common import (
     Column,
+    against_text,
     arm_table,
     budgets,
     clean_gap,
@@ -131,7 +132,11 @@ def judge(n: dict[str, Any]) -> Verdict:
         "(below what this budget resolves)"
         if labels["within"]
         else "",
-        f"{', '.join(labels['against'])}: no gain" if labels["against"] else "",
+        *(
+            f"{arms[k]['label']}: no gain, {against_text(gain[k])}"
+            for k in AUGMENTED
+            if grades[k] == "against"
+        ),
     ]
     return Verdict("partly", summary + "; " + "; ".join(w for w in why if w), checks)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from cnnkit.data.sources import normalize
 from cnnkit.lab.common import (
+    against_text,
     arm_table,
     budgets,
     effect_text,
@@ -170,7 +171,8 @@ def judge(n: dict[str, Any]) -> Verdict:
         return Verdict(
             "partly",
             f"{text}; the fusion trails the best member by {100 * -vb['mean']:.2f} points and only "
-            "beats the average member",
+            f"beats the average member ({against_text(vb)}: the members are unequal at this budget, "
+            "and averaging in the weaker ones costs more than their diversity gives)",
             checks,
         )
     return Verdict(

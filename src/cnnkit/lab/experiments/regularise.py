@@ -15,6 +15,7 @@ from typing import Any
 
 from cnnkit.lab.common import (
     Column,
+    against_text,
     arm_table,
     budgets,
     by_arm,
@@ -130,7 +131,7 @@ def judge(n: dict[str, Any]) -> Verdict:
         + "; "
         + "; ".join(
             f"{arms[r]['label']} {why[status[r]]} ({100 * narrowing[r]['mean']:+.2f} points, standard error "
-            f"{_se(narrowing[r])})"
+            f"{_se(narrowing[r])}" + (f"; {against_text(narrowing[r])}" if status[r] == "no" else "") + ")"
             for r in REGULARISERS
         )
     )
