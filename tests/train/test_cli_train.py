@@ -313,6 +313,19 @@ def test_no_arguments_runs_the_default_recipe() -> None:
     assert config_from_args({"recipe": "plain"}).hflip == 0.0
 
 
+def test_default_recipe_keeps_fmnets_own_settings_to_fmnet() -> None:
+    """The whitening stem, ReLU and the stem without batch norm were tuned for fmnet; another
+    model gets the fields' defaults for them (resnet18's 3x3 stem has 64 channels, more than a
+    whitening of 3x3 grey patches fills), the rest of the recipe as it is."""
+    from cnnkit.train.config import RECIPES, config_from_args
+
+    other = config_from_args({"model": "resnet18"})
+    assert (other.whiten, other.act, other.model_kwargs) == (False, None, {})
+    assert (other.model_ema, other.tta, other.epochs) == (True, True, RECIPES["default"]["epochs"])
+    mine = config_from_args({"model_kwargs": {"widths": [8, 16, 32]}})
+    assert mine.model_kwargs == {"stem_norm": False, "widths": [8, 16, 32]} and mine.whiten
+
+
 def test_accurate_recipe_trains_the_wide_fmnet_with_ema_and_tta(tmp_path: Path) -> None:
     from cnnkit.models.fmnet import FMNet
     from cnnkit.train.config import config_from_args
@@ -328,9 +341,9 @@ def test_accurate_recipe_trains_the_wide_fmnet_with_ema_and_tta(tmp_path: Path) 
             "output": str(tmp_path / "r"),
         }
     )
-    assert (cfg.model, cfg.model_ema, cfg.tta, cfg.epochs) == ("fmnet", True, True, 2)
+    assert (cfg.model, cfg.model_ema, cfg.tta, cfg.whiten, cfg.epochs) == ("fmnet", True, True, True, 2)
     final = loop.train(cfg)
-    wide = FMNet((64, 128, 256), stem_width=32, num_classes=10)
+    wide = FMNet((64, 128, 256), stem_width=16, stem_norm=False, num_classes=10)
     assert final["params"] == sum(p.numel() for p in wide.parameters())
     assert 0 <= final["test_top1"] <= 1
 

@@ -319,3 +319,32 @@ def test_train_restores_the_process_settings_it_changes(tmp_path: Path) -> None:
         )
     )
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (threads, deterministic)
+
+
+def test_whiten_makes_the_stem_a_frozen_whitening_of_the_training_patches(tmp_path: Path) -> None:
+    """``--whiten``: the saved stem whitens the training images' 3x3 patches (output covariance
+    I for the first half of the filters, the eps aside) and training left it untouched."""
+    from cnnkit.data.sources import normalize
+    from cnnkit.layers.init import whiten_conv_
+    from cnnkit.run import load_run
+
+    kwargs = ["--model-kwargs", "widths=[8,16,32]", "stem_width=8", "stem_norm=false"]
+    cfg = tiny_config("--whiten", "--epochs", "1", "--output", str(tmp_path / "w"), *kwargs)
+    train(cfg)
+    model, _ = load_run(tmp_path / "w")
+    assert yaml.safe_load((tmp_path / "w" / "config.yaml").read_text())["whiten"] is True
+    data = loop._load_data(cfg)
+    mean, std = data.mean_std()
+    x = normalize(data.train_x, mean, std)
+    w = model.stem[0].weight.detach()
+    y = F.conv2d(x, w[:4]).transpose(0, 1).flatten(1)  # 4 of the 8 filters: the leading eigenvectors
+    cov = y @ y.T / y.shape[1]
+    torch.testing.assert_close(cov, torch.eye(4), atol=0.05, rtol=0)
+    torch.testing.assert_close(w[4:], -w[:4])
+    ref = nn.Conv2d(1, 8, 3)  # the whitening of all 256 training images, computed afresh
+    whiten_conv_(ref, x)
+    r = ref.weight.detach()
+    diff = torch.minimum((w - r).flatten(1).norm(dim=1), (w + r).flatten(1).norm(dim=1))  # eigenvector signs
+    assert float(diff.max()) < 1e-4 * float(r.abs().max())  # the epoch's steps left the stem as it was
+    with pytest.raises(ValueError, match="--whiten replaces the first convolution's weights"):
+        train(tiny_config("--whiten", "--pretrained"))

@@ -26,14 +26,24 @@ __all__ = ["FMNet", "fmnet"]
 
 
 class ConvGroup(nn.Module):
-    """conv 3x3 -> max-pool 2 -> norm -> act -> conv 3x3 -> norm -> act (airbench's ConvGroup)."""
+    """conv 3x3 -> max-pool 2 -> norm -> act -> conv 3x3 -> norm -> act (airbench's ConvGroup).
+
+    ``strided``: the first conv has stride 2 and no pool follows (a quarter of its mult-adds,
+    and no max-pool over the full-size map).
+    """
 
     def __init__(
-        self, in_channels: int, out_channels: int, norm_layer: NormFactory, act_layer: ActFactory
+        self,
+        in_channels: int,
+        out_channels: int,
+        norm_layer: NormFactory,
+        act_layer: ActFactory,
+        strided: bool = False,
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        self.pool = nn.MaxPool2d(2)
+        stride = 2 if strided else 1
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.pool: nn.Module = nn.Identity() if strided else nn.MaxPool2d(2)
         self.norm1 = norm_layer(out_channels)
         self.act1 = act_layer()
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
@@ -46,7 +56,15 @@ class ConvGroup(nn.Module):
 
 
 class FMNet(ZooModel):
-    """Stem + three :class:`ConvGroup` s + global max-pool + scaled linear classifier."""
+    """Stem + three :class:`ConvGroup` s + global max-pool + scaled linear classifier.
+
+    ``stem_norm=False``: the stem is conv (with a bias) -> act, as airbench's whitening stem,
+    whose outputs need no normalisation (``cnnkit train --whiten``); ``strided_first``: the
+    first group downsamples with its stride-2 conv instead of a max-pool (:class:`ConvGroup`).
+    The default recipe trains ``widths=(48, 96, 192), stem_norm=False, strided_first=True``
+    with ReLU (cnnkit.train.config ``RECIPES``): on 2 CPU cores the full-resolution max-pool,
+    the stem's batch norm and GELU cost more time than the convolutions around them.
+    """
 
     def __init__(
         self,
@@ -56,6 +74,8 @@ class FMNet(ZooModel):
         in_chans: int = 1,
         small_input: bool = True,
         stem_width: int = 16,
+        stem_norm: bool = True,
+        strided_first: bool = False,
         norm_layer: NormLayer = "batch",
         act_layer: ActLayer = "gelu",
         drop_rate: float = 0.0,
@@ -71,10 +91,14 @@ class FMNet(ZooModel):
         norm = get_norm_layer(norm_layer)
         act = get_act(act_layer)
         self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, stem_width, 3, padding=1, bias=False), norm(stem_width), act()
+            nn.Conv2d(in_chans, stem_width, 3, padding=1, bias=not stem_norm),
+            norm(stem_width) if stem_norm else nn.Identity(),
+            act(),
         )
         chans = [stem_width, *widths]
-        self.groups = nn.Sequential(*[ConvGroup(chans[i], chans[i + 1], norm, act) for i in range(3)])
+        self.groups = nn.Sequential(
+            *[ConvGroup(chans[i], chans[i + 1], norm, act, strided=strided_first and i == 0) for i in range(3)]
+        )
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.dropout = nn.Dropout(drop_rate)
         self.fc = nn.Linear(widths[-1], num_classes, bias=False)

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.data.sources import DatasetTensors
-from cnnkit.layers.init import init_weights
+from cnnkit.data.sources import DatasetTensors, normalize
+from cnnkit.layers.init import WHITEN_PATCHES, first_conv, init_weights, whiten_conv_
 from cnnkit.models.registry import create_model
 from cnnkit.run import load_model_state, load_run
 from cnnkit.train.config import TrainConfig, model_kwargs
@@ -64,7 +64,20 @@ def build_model(cfg: TrainConfig, data: DatasetTensors) -> tuple[nn.Module, dict
         )
     if cfg.init != "default":
         init_weights(model, cfg.init)
+    if cfg.whiten:
+        _whiten(model, data)
     return model, {}
+
+
+def _whiten(model: nn.Module, data: DatasetTensors) -> None:
+    """``--whiten``: the first convolution whitens patches of a fixed, seeded sample of the
+    training images (normalised as the trainer feeds them): the same filters on every rank
+    and on a resume (whose checkpoint then restores them anyway)."""
+    _, h, w = data.image_shape
+    keep = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(0))
+    keep = keep[: max(WHITEN_PATCHES // (h * w), 1)]
+    mean, std = data.mean_std()
+    whiten_conv_(first_conv(model), normalize(data.train_x[keep], mean, std))
 
 
 # the metadata the trainer writes itself; anything else in an initial checkpoint's is carried over
