@@ -28,11 +28,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
+from cnnkit.cli import set_omp_defaults
+
+set_omp_defaults()  # as `cnnkit train` runs, before torch loads its OpenMP runtime
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, training_peak, write_results
-from time_to_accuracy import run_seed, time_to
+from machine import machine_info, training_peak, write_results  # noqa: E402
+from time_to_accuracy import run_seed, time_to  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -41,7 +44,10 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "default": ("the default recipe, as `cnnkit train` runs it", {}),
     "no-whiten": ("frozen patch-whitening stem -> a trained stem", {"whiten": False}),
     "no-ema": ("the EMA of the weights -> the weights themselves", {"model_ema": False}),
-    "no-tta": ("six test-time views (mirror, +-1 px shifts) -> the image alone", {"tta": False, "tta_shift": 0}),
+    "no-tta": (
+        "six test-time views (mirror, +-1 px shifts) -> the image alone",
+        {"tta": False, "tta_shift": 0},
+    ),
     "gelu": ("ReLU -> GELU", {"act": "gelu"}),
     "stem-norm": ("stem conv -> act  to  conv -> batch norm -> act", {"model_kwargs": {"stem_norm": True}}),
     "+crop": ("+ random 2 px translation", {"crop_pad": 2}),

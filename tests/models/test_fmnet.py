@@ -33,7 +33,9 @@ def test_strided_first_quarters_the_first_groups_conv_and_drops_its_pool() -> No
     assert g.conv1.stride == (2, 2) and isinstance(g.pool, nn.Identity)
     assert all(isinstance(grp.pool, nn.MaxPool2d) for grp in strided.groups[1:])
     x = torch.randn(2, 1, 28, 28)
-    assert strided.groups[0](strided.stem(x)).shape == pooled.groups[0](pooled.stem(x)).shape == (2, 32, 14, 14)
+    assert (
+        strided.groups[0](strided.stem(x)).shape == pooled.groups[0](pooled.stem(x)).shape == (2, 32, 14, 14)
+    )
     saved = summarize(pooled, (1, 28, 28)).total_mult_adds - summarize(strided, (1, 28, 28)).total_mult_adds
     assert saved == _conv_macs(28, 32, 16) - _conv_macs(14, 32, 16)
 

@@ -97,7 +97,10 @@ class FMNet(ZooModel):
         )
         chans = [stem_width, *widths]
         self.groups = nn.Sequential(
-            *[ConvGroup(chans[i], chans[i + 1], norm, act, strided=strided_first and i == 0) for i in range(3)]
+            *[
+                ConvGroup(chans[i], chans[i + 1], norm, act, strided=strided_first and i == 0)
+                for i in range(3)
+            ]
         )
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.dropout = nn.Dropout(drop_rate)
