@@ -26,13 +26,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cnnkit.cli import set_omp_defaults
-
-set_omp_defaults()  # as `cnnkit train` runs, before torch loads its OpenMP runtime
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, training_peak, write_results  # noqa: E402
+from machine import machine_info, training_peak, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -4,7 +4,6 @@ torchinfo user"): --version, a short error, a quiet end on a closed pipe, --form
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -139,21 +138,3 @@ def test_the_parser_loads_no_torch() -> None:
     code = "import sys, cnnkit.cli; cnnkit.cli.build_parser(); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
-
-
-def test_omp_defaults_spin_briefly_and_never_override_the_user(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`cnnkit` sets libgomp's spin count (GOMP_SPINCOUNT=10000, see cnnkit.cli.OMP_DEFAULTS)
-    unless the user chose a wait policy or a spin count of their own."""
-    from cnnkit.cli import set_omp_defaults
-
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
-    set_omp_defaults()
-    assert os.environ["GOMP_SPINCOUNT"] == "10000"
-    monkeypatch.setenv("GOMP_SPINCOUNT", "5")
-    set_omp_defaults()
-    assert os.environ["GOMP_SPINCOUNT"] == "5"
-    monkeypatch.delenv("GOMP_SPINCOUNT")
-    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
-    set_omp_defaults()
-    assert "GOMP_SPINCOUNT" not in os.environ

@@ -274,24 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# How long an idle OpenMP thread spins before it sleeps (libgomp, torch's OpenMP on Linux;
-# its default is 300,000). Measured on 2 AMX cores, 1 epoch of 15,360 Fashion-MNIST images
-# with the default recipe: alone 2.6-2.7 s by default, 2.8-2.9 s at 10,000, 3.5-3.7 s with
-# OMP_WAIT_POLICY=PASSIVE (no spin); with a busy process on one of the cores 11.8-26.2 s by
-# default, 13.6-14.0 s at 10,000, 14.9-15.4 s passive. A short spin is near the best in both.
-OMP_DEFAULTS = {"GOMP_SPINCOUNT": "10000"}
-
-
-def set_omp_defaults() -> None:
-    """Set :data:`OMP_DEFAULTS` where the user has set no wait policy of their own; must run
-    before torch loads its OpenMP runtime (libgomp reads the environment once, at load)."""
-    if "OMP_WAIT_POLICY" not in os.environ:
-        for key, value in OMP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
+# OpenMP's wait policy is left to the user and to libgomp (torch's OpenMP on Linux), whose
+# default spins idle threads 300,000 times before they sleep. Measured on 2 AMX cores, 1 epoch
+# of 15,360 Fashion-MNIST images with the default recipe: alone 2.6-2.7 s by default, 2.8-2.9 s
+# with GOMP_SPINCOUNT=10000 (8-13% slower over a whole run), 3.5-3.7 s with
+# OMP_WAIT_POLICY=PASSIVE; with a busy process on one of the two cores every choice is 4-10x
+# slower (default 11.8 and 26.2 s, 10,000 13.6 and 14.0 s, PASSIVE 15.4 and 14.9 s): the cure
+# there is fewer threads (--threads 1), not a wait policy. cnnkit used to set PASSIVE.
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    set_omp_defaults()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -175,8 +175,8 @@ def _threads() -> Iterator[Check]:
         yield Check(
             "INFO",
             "OMP_WAIT_POLICY",
-            f"unset; idle threads spin {spin} times, then sleep (`cnnkit` sets GOMP_SPINCOUNT=10000 "
-            "for its own process)",
+            f"unset; idle threads spin {spin} times, then sleep (fastest alone; with other "
+            "busy processes use fewer --threads)",
         )
     elif policy.upper() == "PASSIVE":
         yield Check(
@@ -187,7 +187,7 @@ def _threads() -> Iterator[Check]:
             "WARN",
             "OMP_WAIT_POLICY",
             f"{policy}: spinning threads slow training down several-fold when another process shares "
-            "the cores; unset it (cnnkit then spins briefly) or set PASSIVE",
+            "the cores; unset it (libgomp then spins a while, then sleeps) or set PASSIVE",
         )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if load > cores:
@@ -474,9 +474,6 @@ def add_doctor_command(subparsers: Any) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m cnnkit.doctor``: the same checks without the ``cnnkit`` command."""
-    from cnnkit.cli import set_omp_defaults
-
-    set_omp_defaults()  # as `cnnkit` does, before torch starts
     parser = argparse.ArgumentParser(
         prog="cnnkit doctor", description=__doc__.splitlines()[0] if __doc__ else None
     )
