@@ -381,3 +381,12 @@ def test_cli_parser_and_help_import_no_torch() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["[]", "True"], res.stdout
+
+
+def test_fmnets_recipe_kwargs_do_not_leak_into_another_models_flag_kwargs() -> None:
+    """`--model resnet20 --model-kwargs zero_init_residual=true` under the default recipe: the
+    flag's kwargs alone (the recipe's stem_norm is fmnet's; resnet20 would refuse it)."""
+    from cnnkit.train.config import config_from_args
+
+    cfg = config_from_args({"model": "resnet20", "model_kwargs": {"zero_init_residual": True}})
+    assert cfg.model_kwargs == {"zero_init_residual": True} and not cfg.whiten

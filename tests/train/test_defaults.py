@@ -124,7 +124,7 @@ def test_residual_branches_start_at_zero_in_deep_residual_nets() -> None:
     assert cfg.model_kwargs == {"widths": [8, 16, 32]}
     cfg, sources = resolved()
     cfg, _ = adapt(cfg, sources, n_train=60_000, family="fmnet", tuned_for="fmnet", traits=RESIDUAL)
-    assert cfg.model_kwargs == {}
+    assert cfg.model_kwargs == RECIPES["default"]["model_kwargs"]  # no zero-init added to the tuned model
 
 
 def test_a_model_without_normalisation_gets_he_init() -> None:

@@ -468,16 +468,18 @@ def config_with_sources(args: argparse.Namespace | dict[str, Any]) -> tuple[Trai
         sources["lr"] = "auto"
     if flags.get("amp") == "on" or (flags.get("amp_dtype") and "amp" not in flags):  # timm's switch
         flags["amp"] = _AMP_DTYPES.get(flags.get("amp_dtype") or "bfloat16", "?")
-    if "model_kwargs" in flags:  # per key: flags override the file's entries, others stay
-        flags["model_kwargs"] = {**merged.get("model_kwargs", {}), **flags["model_kwargs"]}
-    merged.update(flags)
-    sources.update(dict.fromkeys(flags, "flag"))
+    # a recipe's settings for the model it was tuned for do not reach another model, not even
+    # merged under a flag's --model-kwargs
     tuned_for, tuned = RECIPE_TUNED.get(recipe or "", (None, ()))
-    if merged.get("model", TrainConfig.model) != tuned_for:
+    if flags.get("model", merged.get("model", TrainConfig.model)) != tuned_for:
         for key in tuned:
             if sources[key] == "recipe":
                 del merged[key]
                 sources[key] = "default"
+    if "model_kwargs" in flags:  # per key: flags override the file's entries, others stay
+        flags["model_kwargs"] = {**merged.get("model_kwargs", {}), **flags["model_kwargs"]}
+    merged.update(flags)
+    sources.update(dict.fromkeys(flags, "flag"))
     _check_keys(merged, "config")
     return TrainConfig(**merged), sources
 
