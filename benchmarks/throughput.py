@@ -137,8 +137,15 @@ def run_cnnkit(name: str, images: int, epochs: int, threads: int, out: Path) -> 
     from cnnkit.train.config import config_from_args
     from cnnkit.train.loop import train
 
+    # the torchvision way below does the previous default recipe's work per image: the model as
+    # built (GELU, fmnet's batch-norm stem), 2 px translation and flips, no EMA or test views
+    same_work: dict[str, Any] = {"crop_pad": 2, "whiten": False, "act": None, "model_ema": False}
+    same_work |= {"tta": False, "tta_shift": 0} | (
+        {"model_kwargs": {"stem_norm": True}} if name == "fmnet" else {}
+    )
     cfg = config_from_args(
         {
+            **same_work,
             "model": name,
             "small_input": True,
             "epochs": epochs,
