@@ -61,9 +61,10 @@ class FMNet(ZooModel):
     ``stem_norm=False``: the stem is conv (with a bias) -> act, as airbench's whitening stem,
     whose outputs need no normalisation (``cnnkit train --whiten``); ``strided_first``: the
     first group downsamples with its stride-2 conv instead of a max-pool (:class:`ConvGroup`).
-    The default recipe trains ``widths=(48, 96, 192), stem_norm=False, strided_first=True``
-    with ReLU (cnnkit.train.config ``RECIPES``): on 2 CPU cores the full-resolution max-pool,
-    the stem's batch norm and GELU cost more time than the convolutions around them.
+    The default recipe trains the default widths with ``stem_norm=False``, ReLU and the
+    whitening stem (cnnkit.train.config ``RECIPES``): on 2 CPU cores the stem's batch norm and
+    GELU cost time the convolutions around them do not (benchmarks/speed_ablation.py). The
+    ``strided_first`` net at 48/96/192 runs nearer the machine's peak but reaches 94% later.
     """
 
     def __init__(
