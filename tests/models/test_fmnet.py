@@ -5,6 +5,7 @@ the mult-adds."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -47,3 +48,20 @@ def test_stem_without_norm_is_conv_with_bias_then_act() -> None:
     with_norm = FMNet()
     assert with_norm.stem[0].bias is None and isinstance(with_norm.stem[1], nn.BatchNorm2d)
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_group_depth_three_adds_one_conv_per_group_and_a_residual() -> None:
+    deep = FMNet(group_depth=3)
+    extra = _conv_macs(14, 32, 32) + _conv_macs(7, 64, 64) + _conv_macs(3, 128, 128)
+    assert (
+        summarize(deep, (1, 28, 28)).total_mult_adds - summarize(FMNet(), (1, 28, 28)).total_mult_adds
+        == extra
+    )
+    # the residual: with the third conv silenced, the group returns its first activation
+    g = deep.groups[1].eval()
+    nn.init.zeros_(g.conv3.weight)
+    x = torch.randn(2, 32, 14, 14)
+    first = g.act1(g.norm1(g.pool(g.conv1(x))))
+    torch.testing.assert_close(g(x), first)  # a fresh norm maps zeros to zeros, act(0) = 0
+    with pytest.raises(ValueError, match="2 or 3 convolutions"):
+        FMNet(group_depth=4)

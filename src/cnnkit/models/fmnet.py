@@ -29,7 +29,9 @@ class ConvGroup(nn.Module):
     """conv 3x3 -> max-pool 2 -> norm -> act -> conv 3x3 -> norm -> act (airbench's ConvGroup).
 
     ``strided``: the first conv has stride 2 and no pool follows (a quarter of its mult-adds,
-    and no max-pool over the full-size map).
+    and no max-pool over the full-size map). ``depth=3``: a third conv -> norm -> act, and the
+    output of the first act added to the third's (airbench96's deeper group; the residual
+    block of Page's ResNet-9).
     """
 
     def __init__(
@@ -39,8 +41,11 @@ class ConvGroup(nn.Module):
         norm_layer: NormFactory,
         act_layer: ActFactory,
         strided: bool = False,
+        depth: int = 2,
     ) -> None:
         super().__init__()
+        if depth not in (2, 3):
+            raise ValueError(f"a conv group has 2 or 3 convolutions; got depth={depth}")
         stride = 2 if strided else 1
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.pool: nn.Module = nn.Identity() if strided else nn.MaxPool2d(2)
@@ -49,10 +54,18 @@ class ConvGroup(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.norm2 = norm_layer(out_channels)
         self.act2 = act_layer()
+        self.residual = depth == 3
+        if self.residual:
+            self.conv3 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+            self.norm3 = norm_layer(out_channels)
+            self.act3 = act_layer()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.norm1(self.pool(self.conv1(x))))
-        return self.act2(self.norm2(self.conv2(x)))
+        y = self.act2(self.norm2(self.conv2(x)))
+        if self.residual:
+            y = x + self.act3(self.norm3(self.conv3(y)))
+        return y
 
 
 class FMNet(ZooModel):
@@ -65,6 +78,7 @@ class FMNet(ZooModel):
     whitening stem (cnnkit.train.config ``RECIPES``): on 2 CPU cores the stem's batch norm and
     GELU cost time the convolutions around them do not (benchmarks/speed_ablation.py). The
     ``strided_first`` net at 48/96/192 runs nearer the machine's peak but reaches 94% later.
+    ``group_depth=3`` gives every group a third conv and a residual connection (:class:`ConvGroup`).
     """
 
     def __init__(
@@ -77,6 +91,7 @@ class FMNet(ZooModel):
         stem_width: int = 16,
         stem_norm: bool = True,
         strided_first: bool = False,
+        group_depth: int = 2,
         norm_layer: NormLayer = "batch",
         act_layer: ActLayer = "gelu",
         drop_rate: float = 0.0,
@@ -99,7 +114,9 @@ class FMNet(ZooModel):
         chans = [stem_width, *widths]
         self.groups = nn.Sequential(
             *[
-                ConvGroup(chans[i], chans[i + 1], norm, act, strided=strided_first and i == 0)
+                ConvGroup(
+                    chans[i], chans[i + 1], norm, act, strided=strided_first and i == 0, depth=group_depth
+                )
                 for i in range(3)
             ]
         )
