@@ -45,7 +45,7 @@ class ConvGroup(nn.Module):
     ) -> None:
         super().__init__()
         if depth not in (2, 3):
-            raise ValueError(f"a conv group has 2 or 3 convolutions; got depth={depth}")
+            raise ValueError(f"a conv group has 2 or 3 convolutions (fmnet group_depth); got {depth}")
         stride = 2 if strided else 1
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.pool: nn.Module = nn.Identity() if strided else nn.MaxPool2d(2)
