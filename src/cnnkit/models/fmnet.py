@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from cnnkit.layers.act import ActFactory, ActLayer, get_act
+from cnnkit.layers.fused import fused_conv, fused_conv_relu, fused_norm_act
 from cnnkit.layers.norm import NormFactory, NormLayer, get_norm_layer
 from cnnkit.models._utils import set_input_constraints
 from cnnkit.models.api import ZooModel
@@ -61,10 +62,10 @@ class ConvGroup(nn.Module):
             self.act3 = act_layer()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act1(self.norm1(self.pool(self.conv1(x))))
-        y = self.act2(self.norm2(self.conv2(x)))
+        x = fused_norm_act(self.conv1(x), self.pool, self.norm1, self.act1)
+        y = fused_norm_act(fused_conv(x, self.conv2), nn.Identity(), self.norm2, self.act2)
         if self.residual:
-            y = x + self.act3(self.norm3(self.conv3(y)))
+            y = x + fused_norm_act(fused_conv(y, self.conv3), nn.Identity(), self.norm3, self.act3)
         return y
 
 
@@ -128,7 +129,12 @@ class FMNet(ZooModel):
         set_input_constraints(self, in_chans=in_chans, min_input_size=8, small_input=small_input)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.groups(self.stem(x))).flatten(1)
+        stem_conv, stem_norm, stem_act = self.stem
+        if isinstance(stem_norm, nn.Identity):
+            x = fused_conv_relu(x, stem_conv, stem_act)
+        else:
+            x = self.stem(x)
+        x = self.pool(self.groups(x)).flatten(1)
         return self.fc(self.dropout(x)) * self.logit_scale
 
 

@@ -174,6 +174,13 @@ class TrainConfig:
     channels_last: bool = field(
         default=False, metadata={"help": "NHWC memory format (faster with oneDNN/cuDNN)"}
     )
+    fused: bool = field(
+        default=True,
+        metadata={
+            "help": "cnnkit's fused CPU kernels where a layer matches them: [max-pool ->] batch norm -> "
+            "ReLU, a frozen stem's bias -> ReLU, small-map 3x3 weight gradients (cnnkit.layers.fused)"
+        },
+    )
     threads: int | None = field(default=None, metadata={"help": "intra-op threads (default: free cores)"})
     deterministic: bool = field(
         default=False, metadata={"help": "deterministic algorithms (bitwise-repeatable runs)"}

@@ -85,6 +85,10 @@ def start_session(cfg: TrainConfig, cleanup: contextlib.ExitStack) -> Session:
         torch.set_num_threads(max(len(os.sched_getaffinity(0)) // world, 1))
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
+    from cnnkit.layers import fused
+
+    cleanup.callback(fused.set_enabled, fused.is_enabled())
+    fused.set_enabled(cfg.fused)
     out = out or _default_output(cfg)
     if rank == 0:
         created = _prepare_run_dir(out, resuming=bool(cfg.resume))
