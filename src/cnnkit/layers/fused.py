@@ -193,6 +193,8 @@ def _applies(x: torch.Tensor, norm: nn.Module, act: nn.Module, pool: bool | None
 def pool_bn_relu(x: torch.Tensor, norm: nn.BatchNorm2d, pool: bool) -> torch.Tensor:
     """``relu(norm(max_pool2d(x, 2)))`` (or without the pool) in training mode, fused; ``norm``'s
     running statistics are updated as ``nn.BatchNorm2d.forward`` updates them."""
+    if not _library():
+        raise RuntimeError(f"cnnkit's fused CPU kernels are not available: {_STATE['reason']}")
     factor = 0.0
     if norm.track_running_stats and norm.num_batches_tracked is not None:
         norm.num_batches_tracked.add_(1)

@@ -103,6 +103,29 @@ def weights_metadata(
     }
 
 
+def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` in DistributedDataParallel, over the parameters that train now."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def set_whiten_bias(parts: Parts, cfg: TrainConfig, epoch: int, device: torch.device, world: int) -> None:
+    """``--whiten-bias-epochs``: the whitened stem's bias trains in the first epochs only
+    (airbench's ``whiten_bias_train_steps``); frozen, the step skips the stem's backward and
+    the first group's input gradient. Several processes get a fresh DDP wrapper, whose
+    gradient buckets follow the parameters that train."""
+    if not cfg.whiten or cfg.whiten_bias_epochs is None:
+        return
+    bias = first_conv(parts.model).bias
+    train = epoch < cfg.whiten_bias_epochs
+    if bias is None or bias.requires_grad == train:
+        return
+    bias.requires_grad_(train)
+    if world > 1:
+        parts.ddp_model = wrap_ddp(parts.model, device)
+
+
 @dataclass
 class Parts:
     """The model and everything that steps with it."""
@@ -168,13 +191,7 @@ def build_parts(
             multi_avg_fn=ema_update_fn(cfg.model_ema_decay, warmup=cfg.model_ema_warmup),
             use_buffers=True,
         )
-    ddp_model: nn.Module = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    ddp_model = wrap_ddp(model, device) if world > 1 else model
     parts = Parts(
         model=model,
         ddp_model=ddp_model,

@@ -99,6 +99,13 @@ class TrainConfig:
             "training images (airbench's stem)"
         },
     )
+    whiten_bias_epochs: int | None = field(
+        default=None,
+        metadata={
+            "help": "with --whiten: train the stem's bias for this many epochs, then freeze it "
+            "(airbench: 3); default: the whole run"
+        },
+    )
     drop: float = field(default=0.0, metadata={"help": "dropout rate before the classifier"})
     drop_path: float = field(
         default=0.0, metadata={"help": "stochastic depth rate of the last block (linear decay)"}
@@ -227,6 +234,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "model_kwargs": {"stem_norm": False},
         "act": "relu",
         "whiten": True,
+        "whiten_bias_epochs": 2,
         "epochs": 8,
         "lr": 0.2,
         "warmup_epochs": 0.5,
@@ -272,7 +280,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 # (--whiten is fmnet's: another model's first convolution may have more channels than a
 # whitening of its patches fills.)
 RECIPE_TUNED: dict[str, tuple[str, tuple[str, ...]]] = {
-    "default": ("fmnet", ("model_kwargs", "act", "whiten", "lr")),
+    "default": ("fmnet", ("model_kwargs", "act", "whiten", "whiten_bias_epochs", "lr")),
     "accurate": ("fmnet", ("model_kwargs", "act", "whiten", "lr")),
 }
 
@@ -599,6 +607,8 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--log must be tensorboard; got {cfg.log!r}")
     if not 0 < cfg.model_ema_decay < 1:
         raise ValueError(f"--model-ema-decay must be in (0, 1); got {cfg.model_ema_decay}")
+    if cfg.whiten_bias_epochs is not None and cfg.whiten_bias_epochs < 0:
+        raise ValueError(f"--whiten-bias-epochs must be >= 0; got {cfg.whiten_bias_epochs}")
     if cfg.whiten and (cfg.pretrained or cfg.initial_checkpoint is not None):
         raise ValueError(
             "--whiten replaces the first convolution's weights, so it cannot start from trained ones: "

@@ -235,7 +235,8 @@ def banner(cfg: TrainConfig, sources: dict[str, str] | None, data: DatasetTensor
     aug += [f"crop {cfg.crop_pad} px"] * bool(cfg.crop_pad) + [f"cutout {cfg.cutout}"] * bool(cfg.cutout)
     aug += [f"mixup {cfg.mixup:g}"] * bool(cfg.mixup) + [f"cutmix {cfg.cutmix:g}"] * bool(cfg.cutmix)
     aug += [f"smoothing {cfg.smoothing:g}"] * bool(cfg.smoothing)
-    aug += ["whitened stem"] * cfg.whiten + ["EMA"] * cfg.model_ema
+    bias = f" (bias {cfg.whiten_bias_epochs} epochs)" if cfg.whiten_bias_epochs is not None else ""
+    aug += [f"whitened stem{bias}"] * cfg.whiten + ["EMA"] * cfg.model_ema
     views = (1 + (cfg.tta and cfg.hflip > 0)) * (3 if cfg.tta_shift else 1)  # as cnnkit.train.loop evaluates
     aug += [f"{views} test views"] * (views > 1)
     line = (

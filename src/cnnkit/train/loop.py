@@ -56,6 +56,7 @@ from cnnkit.train.build import (
     build_parts,
     config_record,
     make_optimizer,
+    set_whiten_bias,
     weights_metadata,
 )
 from cnnkit.train.config import RECIPE_TUNED, TrainConfig, validate_config
@@ -495,6 +496,7 @@ def _train_epoch(run: _Run, progress: _Progress, epoch: int) -> dict[str, Any]:
     cfg, session, parts = run.cfg, run.session, run.parts
     model, device, steps = parts.model, session.device, run.batches.steps
     model.train()
+    set_whiten_bias(parts, cfg, epoch, device, session.world)
     order = run.batches.epoch(epoch)
     gen = torch.Generator(device=device if device.type == "cuda" else "cpu")
     resumed = epoch == progress.epoch
