@@ -251,18 +251,29 @@ def fused_conv_relu(x: torch.Tensor, conv: nn.Module, act: nn.Module) -> torch.T
     return act(conv(x))
 
 
+def _tile(t: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, C, H, W) channels_last -> (N/k, C, H, k(W+1)): k images side by side, each followed
+    by a zero column, so a 3x3 padding-1 convolution over the strip sees every image with its
+    own zero border."""
+    n, c, h, w = t.shape
+    z = t.new_zeros(n // k, h, k, w + 1, c)
+    z[:, :, :, :w] = t.permute(0, 2, 3, 1).reshape(n // k, k, h, w, c).transpose(1, 2)
+    return z.view(n // k, h, k * (w + 1), c).permute(0, 3, 1, 2)
+
+
 class _SmallMapConv3x3(torch.autograd.Function):
-    """A 3x3, stride-1, padding-1 convolution whose weight gradient is one matrix product of the
-    output gradient with the input's 3x3 patches (im2col): on maps of 5x5 and smaller oneDNN's
-    weight-gradient kernel runs 2-8x slower than this (benchmarks/fused_step.py)."""
+    """A 3x3, stride-1, padding-1 convolution whose weight gradient is computed over strips of
+    ``k`` images side by side (:func:`_tile`): the same sum over every position, but oneDNN's
+    weight-gradient kernel, slow on maps of 7x7 and 3x3 (a reduction over 49 or 9 positions per
+    image), runs 1.5-4x faster over 32-wide strips (benchmarks/fused_step.py)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype, k: int) -> torch.Tensor:  # type: ignore[override]
         xc, wc = x.to(dtype), weight.to(dtype)
         with torch.autocast("cpu", enabled=False):
             y = F.conv2d(xc, wc, None, 1, 1)
         ctx.save_for_backward(xc, wc)
-        ctx.x_dtype, ctx.w_dtype = x.dtype, weight.dtype
+        ctx.x_dtype, ctx.w_dtype, ctx.k = x.dtype, weight.dtype, k
         return y
 
     @staticmethod
@@ -270,23 +281,22 @@ class _SmallMapConv3x3(torch.autograd.Function):
         xc, wc = ctx.saved_tensors
         dy = dy.to(xc.dtype).contiguous(memory_format=torch.channels_last)
         dx = dw = None
+        conv_args = ([1, 1], [1, 1], [1, 1], False, [0, 0], 1)
         if ctx.needs_input_grad[0]:
-            dx = torch.ops.aten.convolution_backward(
-                dy, xc, wc, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, False, False]
-            )[0].to(ctx.x_dtype)
+            dx = torch.ops.aten.convolution_backward(dy, xc, wc, None, *conv_args, [True, False, False])[0]
+            dx = dx.to(ctx.x_dtype)
         if ctx.needs_input_grad[1]:
-            n, c, h, w = xc.shape
-            xp = F.pad(xc.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))
-            cols = torch.stack([xp[:, i : i + h, j : j + w] for i in range(3) for j in range(3)], dim=3)
-            g = dy.permute(0, 2, 3, 1).reshape(-1, dy.shape[1]).t() @ cols.reshape(-1, 9 * c)
-            dw = g.view(-1, 3, 3, c).permute(0, 3, 1, 2).to(ctx.w_dtype)
-        return dx, dw, None
+            dw = torch.ops.aten.convolution_backward(
+                _tile(dy, ctx.k), _tile(xc, ctx.k), wc, None, *conv_args, [False, True, False]
+            )[1]
+            dw = dw.to(ctx.w_dtype)
+        return dx, dw, None, None
 
 
 def fused_conv(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
-    """``conv(x)``; a bias-free 3x3 convolution (stride 1, padding 1) of at least 64 input
-    channels over a channels_last CPU map of at most 5x5, in training, computes its weight
-    gradient as one matrix product (:class:`_SmallMapConv3x3`)."""
+    """``conv(x)``; a bias-free 3x3 convolution (stride 1, padding 1) of at least 32 input
+    channels over a channels_last CPU map of at most 8x8, in training, computes its weight
+    gradient over strips of images (:class:`_SmallMapConv3x3`)."""
     if (
         type(conv) is nn.Conv2d
         and _STATE["enabled"]
@@ -294,10 +304,10 @@ def fused_conv(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
         and conv.bias is None
         and conv.weight.requires_grad
         and torch.is_grad_enabled()
-        and conv.in_channels >= 64
+        and conv.in_channels >= 32
         and x.dim() == 4
-        and x.shape[2] <= 5
-        and x.shape[3] <= 5
+        and x.shape[2] <= 8
+        and x.shape[3] <= 8
         and x.device.type == "cpu"
         and x.is_contiguous(memory_format=torch.channels_last)
         and conv.kernel_size == (3, 3)
@@ -309,8 +319,12 @@ def fused_conv(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
         and not (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling())
     ):
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-        if dtype in (torch.float32, torch.bfloat16):
-            return _SmallMapConv3x3.apply(x, conv.weight, dtype)
+        # strips about 32 columns wide; the batch must split into whole strips
+        k = max(32 // (x.shape[3] + 1), 1)
+        while x.shape[0] % k:
+            k //= 2
+        if dtype in (torch.float32, torch.bfloat16) and k > 1:
+            return _SmallMapConv3x3.apply(x, conv.weight, dtype, k)
     return conv(x)
 
 

@@ -62,7 +62,7 @@ class ConvGroup(nn.Module):
             self.act3 = act_layer()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = fused_norm_act(self.conv1(x), self.pool, self.norm1, self.act1)
+        x = fused_norm_act(fused_conv(x, self.conv1), self.pool, self.norm1, self.act1)
         y = fused_norm_act(fused_conv(x, self.conv2), nn.Identity(), self.norm2, self.act2)
         if self.residual:
             y = x + fused_norm_act(fused_conv(y, self.conv3), nn.Identity(), self.norm3, self.act3)

@@ -92,19 +92,23 @@ template <typename T>
 void pool_row(const T* x0, const T* x1, T* prow, uint8_t* irow, float* s1, float* s2, int64_t Wo, int64_t C) {
 #if defined(__AVX512F__)
   if (C % 16 == 0) {
-    for (int64_t wo = 0; wo < Wo; ++wo) {
-      const int64_t o0 = 2 * wo * C, o1 = o0 + C, oo = wo * C;
-      for (int64_t c = 0; c < C; c += 16) {
-        __m512 m = vload(x0 + o0 + c);
+    // channel block outer, positions inner: the sums stay in registers along the row
+    for (int64_t c = 0; c < C; c += 16) {
+      __m512 a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps();
+      for (int64_t wo = 0; wo < Wo; ++wo) {
+        const int64_t o0 = 2 * wo * C + c, o1 = o0 + C, oo = wo * C + c;
+        __m512 m = vload(x0 + o0);
         __m512i k = _mm512_setzero_si512();
-        vmax_arg(m, k, vload(x0 + o1 + c), 1);
-        vmax_arg(m, k, vload(x1 + o0 + c), 2);
-        vmax_arg(m, k, vload(x1 + o1 + c), 3);
-        vstore(prow + oo + c, m);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(irow + oo + c), _mm512_cvtepi32_epi8(k));
-        _mm512_storeu_ps(s1 + c, _mm512_add_ps(_mm512_loadu_ps(s1 + c), m));
-        _mm512_storeu_ps(s2 + c, _mm512_fmadd_ps(m, m, _mm512_loadu_ps(s2 + c)));
+        vmax_arg(m, k, vload(x0 + o1), 1);
+        vmax_arg(m, k, vload(x1 + o0), 2);
+        vmax_arg(m, k, vload(x1 + o1), 3);
+        vstore(prow + oo, m);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(irow + oo), _mm512_cvtepi32_epi8(k));
+        a1 = _mm512_add_ps(a1, m);
+        a2 = _mm512_fmadd_ps(m, m, a2);
       }
+      _mm512_storeu_ps(s1 + c, a1);
+      _mm512_storeu_ps(s2 + c, a2);
     }
     return;
   }
@@ -130,12 +134,16 @@ template <typename T>
 void stats_row(const T* x, float* s1, float* s2, int64_t n, int64_t C) {
 #if defined(__AVX512F__)
   if (C % 16 == 0) {
-    for (int64_t i = 0; i < n; i += C)
-      for (int64_t c = 0; c < C; c += 16) {
-        const __m512 v = vload(x + i + c);
-        _mm512_storeu_ps(s1 + c, _mm512_add_ps(_mm512_loadu_ps(s1 + c), v));
-        _mm512_storeu_ps(s2 + c, _mm512_fmadd_ps(v, v, _mm512_loadu_ps(s2 + c)));
+    for (int64_t c = 0; c < C; c += 16) {
+      __m512 a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps();
+      for (int64_t i = c; i < n; i += C) {
+        const __m512 v = vload(x + i);
+        a1 = _mm512_add_ps(a1, v);
+        a2 = _mm512_fmadd_ps(v, v, a2);
       }
+      _mm512_storeu_ps(s1 + c, a1);
+      _mm512_storeu_ps(s2 + c, a2);
+    }
     return;
   }
 #endif
@@ -152,11 +160,11 @@ template <typename T>
 void affine_relu_row(const T* p, const float* scale, const float* shift, T* y, int64_t n, int64_t C) {
 #if defined(__AVX512F__)
   if (C % 16 == 0) {
-    for (int64_t i = 0; i < n; i += C)
-      for (int64_t c = 0; c < C; c += 16) {
-        const __m512 z = _mm512_fmadd_ps(vload(p + i + c), _mm512_loadu_ps(scale + c), _mm512_loadu_ps(shift + c));
-        vstore(y + i + c, _mm512_max_ps(z, _mm512_setzero_ps()));
-      }
+    for (int64_t c = 0; c < C; c += 16) {
+      const __m512 sc = _mm512_loadu_ps(scale + c), sh = _mm512_loadu_ps(shift + c);
+      for (int64_t i = c; i < n; i += C)
+        vstore(y + i, _mm512_max_ps(_mm512_fmadd_ps(vload(p + i), sc, sh), _mm512_setzero_ps()));
+    }
     return;
   }
 #endif
@@ -173,15 +181,19 @@ void reduce_row(const T* dy, const T* p, const float* scale, const float* shift,
                 float* s2, int64_t n, int64_t C) {
 #if defined(__AVX512F__)
   if (C % 16 == 0) {
-    for (int64_t i = 0; i < n; i += C)
-      for (int64_t c = 0; c < C; c += 16) {
-        const __m512 pv = vload(p + i + c);
-        const __m512 z = _mm512_fmadd_ps(pv, _mm512_loadu_ps(scale + c), _mm512_loadu_ps(shift + c));
-        const __m512 dz = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_GT_OQ), vload(dy + i + c));
-        _mm512_storeu_ps(s1 + c, _mm512_add_ps(_mm512_loadu_ps(s1 + c), dz));
-        const __m512 xc = _mm512_sub_ps(pv, _mm512_loadu_ps(mean + c));
-        _mm512_storeu_ps(s2 + c, _mm512_fmadd_ps(dz, xc, _mm512_loadu_ps(s2 + c)));
+    for (int64_t c = 0; c < C; c += 16) {
+      const __m512 sc = _mm512_loadu_ps(scale + c), sh = _mm512_loadu_ps(shift + c), mu = _mm512_loadu_ps(mean + c);
+      __m512 a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps();
+      for (int64_t i = c; i < n; i += C) {
+        const __m512 pv = vload(p + i);
+        const __m512 z = _mm512_fmadd_ps(pv, sc, sh);
+        const __m512 dz = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_GT_OQ), vload(dy + i));
+        a1 = _mm512_add_ps(a1, dz);
+        a2 = _mm512_fmadd_ps(dz, _mm512_sub_ps(pv, mu), a2);
       }
+      _mm512_storeu_ps(s1 + c, a1);
+      _mm512_storeu_ps(s2 + c, a2);
+    }
     return;
   }
 #endif
