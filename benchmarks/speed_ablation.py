@@ -58,7 +58,14 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "no-nesterov": ("Nesterov momentum -> heavy-ball momentum", {"nesterov": False}),
     "fp32": ("bf16 autocast (where native) -> fp32", {"amp": "none"}),
     "nchw": ("channels_last -> NCHW", {"channels_last": False}),
-    "6-epochs": ("8 -> 6 epochs", {"epochs": 6}),
+    "8-epochs": ("10 -> 8 epochs", {"epochs": 8}),
+    "6-epochs": ("10 -> 6 epochs", {"epochs": 6}),
+    "no-fused": ("cnnkit's fused CPU kernels -> eager PyTorch layers (`--no-fused`)", {"fused": False}),
+    "bias-all-epochs": (
+        "the whitened stem's bias trained 2 epochs -> the whole run",
+        {"whiten_bias_epochs": None},
+    ),
+    "bias-frozen": ("the whitened stem's bias trained 2 epochs -> frozen from the start", {"whiten_bias_epochs": 0}),
     "wide-strided": (
         "fmnet 48/96/192 whose first group downsamples by a stride-2 conv (no full-size max-pool), 6 epochs",
         {"model_kwargs": {"stem_norm": False, "widths": [48, 96, 192], "strided_first": True}, "epochs": 6},
