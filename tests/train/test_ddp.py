@@ -177,3 +177,21 @@ def test_a_killed_rank_restarts_and_the_job_finishes_from_the_last_checkpoint(
     for a, b in zip(ours, theirs, strict=True):  # epoch 2's figures include the steps before the kill
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
         assert a["train_acc"] == b["train_acc"]
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(240)
+def test_freezing_the_whitened_stem_bias_mid_run_under_ddp(tmp_path: Path) -> None:
+    # --whiten-bias-epochs 1: the stem's bias trains in epoch 1 only; from epoch 2 the ranks
+    # need a DDP wrapper over the parameters that still train (a stale one waits for a gradient
+    # that never comes). Two processes must still match one.
+    extra = ["--whiten", "--whiten-bias-epochs", "1", "--model-kwargs", "widths=[8,16,32]", "stem_width=8", "stem_norm=false"]  # fmt: skip
+    ddp_out = tmp_path / "ddp"
+    proc = torchrun(["-m", "cnnkit"], ddp_out, *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single_out = tmp_path / "single"
+    assert cli.main(["train", *FLAGS, *extra, "--output", str(single_out)]) == 0
+    ddp, single = load_file(str(ddp_out / "model.safetensors")), load_file(str(single_out / "model.safetensors"))
+    for k in ddp:
+        torch.testing.assert_close(ddp[k], single[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert [r["epoch"] for r in rows(ddp_out)] == [1, 2]

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["available", "fused_conv", "fused_conv_relu", "fused_norm_act", "is_enabled", "pool_bn_relu", "set_enabled", "unavailable_reason"]
+__all__ = ["available", "build_status", "fused_conv", "fused_conv_relu", "fused_norm_act", "is_enabled", "pool_bn_relu", "set_enabled", "unavailable_reason"]
 
 _SOURCE = Path(__file__).parent / "csrc" / "pool_bn_relu.cpp"
 _LOCK = threading.Lock()
@@ -61,7 +61,7 @@ def _cpu_signature() -> str:
 
 
 def _build(target: Path) -> None:
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    cxx = _compiler()
     if not cxx:
         raise RuntimeError("no C++ compiler (install g++, or set CXX)")
     torch_dir = Path(torch.__file__).parent
@@ -80,17 +80,24 @@ def _build(target: Path) -> None:
         os.replace(out, target)  # atomic: concurrent builders (torchrun ranks) never see half a file
 
 
+def _compiler() -> str | None:
+    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+
+
+def _target() -> Path:
+    """Where the kernels for this source, torch and CPU are built."""
+    key = hashlib.sha256(_SOURCE.read_bytes() + torch.__version__.encode() + _cpu_signature().encode())
+    root = Path(os.environ.get("CNNKIT_CACHE") or Path.home() / ".cache" / "cnnkit")
+    return root / "ext" / f"pool_bn_relu_{key.hexdigest()[:16]}.so"
+
+
 def _library() -> bool:
     """Build (once per source, torch and CPU) and load the kernels; False, with a reason, if not."""
     if _STATE["loaded"] is not None:
         return bool(_STATE["loaded"])
     with _LOCK:
         if _STATE["loaded"] is None:
-            key = hashlib.sha256(
-                _SOURCE.read_bytes() + torch.__version__.encode() + _cpu_signature().encode()
-            ).hexdigest()[:16]
-            root = Path(os.environ.get("CNNKIT_CACHE") or Path.home() / ".cache" / "cnnkit")
-            target = root / "ext" / f"pool_bn_relu_{key}.so"
+            target = _target()
             try:
                 if not target.exists():
                     _build(target)
@@ -100,6 +107,16 @@ def _library() -> bool:
                 _STATE["loaded"], _STATE["reason"] = False, str(e)
                 warnings.warn(f"cnnkit's fused CPU kernels are off ({e}); the eager layers run", stacklevel=3)
     return bool(_STATE["loaded"])
+
+
+def build_status() -> tuple[str, str]:
+    """``(state, detail)`` without building: ``built`` (the library's path), ``unbuilt`` (the
+    compiler that will build it on first use) or ``no-compiler``; for ``cnnkit doctor``."""
+    target = _target()
+    if target.exists():
+        return "built", str(target)
+    cxx = _compiler()
+    return ("unbuilt", cxx) if cxx else ("no-compiler", "")
 
 
 def available() -> bool:
