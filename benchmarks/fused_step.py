@@ -58,9 +58,16 @@ def _median_ms(fn: Callable[[], None], repeat: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def _layer_pair(pattern: str, c: int, size: int, batch: int, dtype: torch.dtype) -> tuple[Callable[[], None], ...]:
+def _layer_pair(
+    pattern: str, c: int, size: int, batch: int, dtype: torch.dtype
+) -> tuple[Callable[[], None], ...]:
     """(eager, fused) forward+backward closures of one pattern on one map shape."""
-    x = torch.randn(batch, c, size, size).to(dtype).contiguous(memory_format=CL).requires_grad_(pattern != "bias-relu")
+    x = (
+        torch.randn(batch, c, size, size)
+        .to(dtype)
+        .contiguous(memory_format=CL)
+        .requires_grad_(pattern != "bias-relu")
+    )
     if pattern == "conv3x3-small":
         conv = nn.Conv2d(c, c, 3, padding=1, bias=False).to(memory_format=CL)
         amp = dtype == torch.bfloat16
@@ -88,7 +95,9 @@ def _layer_pair(pattern: str, c: int, size: int, batch: int, dtype: torch.dtype)
 
             return run
 
-        return stem_step(lambda: F.relu(conv(x1))), stem_step(lambda: fused.fused_conv_relu(x1, conv, nn.ReLU()))
+        return stem_step(lambda: F.relu(conv(x1))), stem_step(
+            lambda: fused.fused_conv_relu(x1, conv, nn.ReLU())
+        )
     pool: nn.Module = nn.MaxPool2d(2) if pattern == "pool-bn-relu" else nn.Identity()
     norm, act = nn.BatchNorm2d(c), nn.ReLU()
 
@@ -108,7 +117,9 @@ def layers_table(batch: int, dtype: torch.dtype, repeat: int) -> list[dict[str, 
     for pattern, c, size in LAYERS:
         eager, fast = _layer_pair(pattern, c, size, batch, dtype)
         e, f = _median_ms(eager, repeat), _median_ms(fast, repeat)
-        rows.append({"pattern": pattern, "channels": c, "size": size, "eager_ms": e, "fused_ms": f, "speedup": e / f})
+        rows.append(
+            {"pattern": pattern, "channels": c, "size": size, "eager_ms": e, "fused_ms": f, "speedup": e / f}
+        )
     return rows
 
 
@@ -120,7 +131,9 @@ def _recipe_model(widths: tuple[int, int, int]) -> nn.Module:
     return net.to(memory_format=CL).train()
 
 
-def step_compare(widths: tuple[int, int, int], batch: int, blocks: int, steps: int, amp: bool) -> dict[str, Any]:
+def step_compare(
+    widths: tuple[int, int, int], batch: int, blocks: int, steps: int, amp: bool
+) -> dict[str, Any]:
     """Median step time with the kernels on and off, in alternating blocks of ``steps`` steps."""
     from cnnkit.analysis import summarize
 
@@ -173,7 +186,9 @@ def main() -> None:
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
     if not fused.available():
-        raise SystemExit(f"fused_step: the fused kernels are not available here: {fused.unavailable_reason()}")
+        raise SystemExit(
+            f"fused_step: the fused kernels are not available here: {fused.unavailable_reason()}"
+        )
     from cnnkit.train.precision import native_bf16
 
     amp = native_bf16() is not None
@@ -186,7 +201,14 @@ def main() -> None:
         for mode in ("fused", "eager"):
             r[f"{mode}_mfu"] = r["train_gflop_per_image"] * r[f"{mode}_img_per_s"] / peak["P_gflops"]
     info = machine_info()
-    report = {"batch": batch, "precision": str(dtype), "layers": layers, "steps": steps_rows, "peak": peak, "machine": info}
+    report = {
+        "batch": batch,
+        "precision": str(dtype),
+        "layers": layers,
+        "steps": steps_rows,
+        "peak": peak,
+        "machine": info,
+    }
     lines = [
         "# Fused CPU kernels against eager PyTorch (cnnkit.layers.fused)",
         "",

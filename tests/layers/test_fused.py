@@ -45,12 +45,20 @@ def test_kernels_build_here() -> None:
 
 # channels that are a multiple of 16 take the AVX-512 path, others the scalar one; odd sizes
 # exercise the row and column a floor-mode 2x2 pool drops
-SHAPES = [(4, 32, 28, 28, True), (3, 16, 7, 7, True), (2, 48, 14, 14, False), (3, 24, 5, 6, True), (2, 20, 3, 3, False)]
+SHAPES = [
+    (4, 32, 28, 28, True),
+    (3, 16, 7, 7, True),
+    (2, 48, 14, 14, False),
+    (3, 24, 5, 6, True),
+    (2, 20, 3, 3, False),
+]
 
 
 @pytest.mark.parametrize(("n", "c", "h", "w", "pool"), SHAPES)
 @pytest.mark.parametrize("momentum", [0.1, None])
-def test_pool_bn_relu_matches_eager_float32(n: int, c: int, h: int, w: int, pool: bool, momentum: float | None) -> None:
+def test_pool_bn_relu_matches_eager_float32(
+    n: int, c: int, h: int, w: int, pool: bool, momentum: float | None
+) -> None:
     torch.manual_seed(0)
     x = torch.randn(n, c, h, w).contiguous(memory_format=CL)
     bn_ref, bn = _pair(c, momentum)
@@ -183,7 +191,9 @@ def test_small_map_conv_matches_eager(amp: bool) -> None:
 
 def test_fmnet_training_step_is_the_same_with_and_without_the_kernels() -> None:
     torch.manual_seed(4)
-    net = create_model("fmnet", num_classes=10, in_chans=1, widths=(32, 64, 64), stem_norm=False, act_layer="relu")
+    net = create_model(
+        "fmnet", num_classes=10, in_chans=1, widths=(32, 64, 64), stem_norm=False, act_layer="relu"
+    )
     net = net.to(memory_format=CL).train()
     net.stem[0].weight.requires_grad_(False)
     ref = copy.deepcopy(net)

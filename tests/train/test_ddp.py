@@ -191,7 +191,10 @@ def test_freezing_the_whitened_stem_bias_mid_run_under_ddp(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr[-3000:]
     single_out = tmp_path / "single"
     assert cli.main(["train", *FLAGS, *extra, "--output", str(single_out)]) == 0
-    ddp, single = load_file(str(ddp_out / "model.safetensors")), load_file(str(single_out / "model.safetensors"))
+    ddp, single = (
+        load_file(str(ddp_out / "model.safetensors")),
+        load_file(str(single_out / "model.safetensors")),
+    )
     for k in ddp:
         torch.testing.assert_close(ddp[k], single[k], rtol=1e-5, atol=1e-6, msg=k)
     assert [r["epoch"] for r in rows(ddp_out)] == [1, 2]

@@ -35,11 +35,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["available", "build_status", "fused_conv", "fused_conv_relu", "fused_norm_act", "is_enabled", "pool_bn_relu", "set_enabled", "unavailable_reason"]
+__all__ = [
+    "available",
+    "build_status",
+    "fused_conv",
+    "fused_conv_relu",
+    "fused_norm_act",
+    "is_enabled",
+    "pool_bn_relu",
+    "set_enabled",
+    "unavailable_reason",
+]
 
 _SOURCE = Path(__file__).parent / "csrc" / "pool_bn_relu.cpp"
 _LOCK = threading.Lock()
-_STATE: dict[str, Any] = {"loaded": None, "reason": None, "enabled": os.environ.get("CNNKIT_FUSED", "1") != "0"}
+_STATE: dict[str, Any] = {
+    "loaded": None,
+    "reason": None,
+    "enabled": os.environ.get("CNNKIT_FUSED", "1") != "0",
+}
 
 
 def set_enabled(enabled: bool) -> None:
@@ -130,7 +144,7 @@ def unavailable_reason() -> str | None:
 
 class _PoolBNReLU(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         x: torch.Tensor,
         weight: torch.Tensor,
@@ -151,7 +165,9 @@ class _PoolBNReLU(torch.autograd.Function):
         count = n * ho * wo
         # rows: mean, invstd, scale, shift (float32); the running statistics updated in place
         stats = torch.empty((4, c))
-        torch.ops.cnnkit_fused.bn_stats(sums, count, eps, weight, bias, running_mean, running_var, factor, stats)
+        torch.ops.cnnkit_fused.bn_stats(
+            sums, count, eps, weight, bias, running_mean, running_var, factor, stats
+        )
         y = torch.empty((n, c, ho, wo), dtype=x.dtype, memory_format=cl)
         torch.ops.cnnkit_fused.affine_relu(p, stats[2], stats[3], y)
         ctx.save_for_backward(p, idx, weight, stats)
@@ -171,7 +187,9 @@ class _PoolBNReLU(torch.autograd.Function):
         dx = None
         if ctx.needs_input_grad[0]:
             dx = torch.empty(ctx.in_shape, dtype=p.dtype, memory_format=torch.channels_last)
-            torch.ops.cnnkit_fused.bwd_dx(dy, p, idx, scale, shift, mean, grads[2], grads[3], grads[4], dx, ctx.pool)
+            torch.ops.cnnkit_fused.bwd_dx(
+                dy, p, idx, scale, shift, mean, grads[2], grads[3], grads[4], dx, ctx.pool
+            )
         dweight, dbias = grads[0].to(weight.dtype), grads[1].to(weight.dtype)
         return dx, dweight, dbias, None, None, None, None, None
 
@@ -195,9 +213,15 @@ def _applies(x: torch.Tensor, norm: nn.Module, act: nn.Module, pool: bool | None
         return False
     if not norm.training or not norm.affine or torch.jit.is_scripting() or torch.jit.is_tracing():
         return False
-    if any(t is not None and t.dtype != torch.float32 for t in (norm.weight, norm.running_mean, norm.running_var)):
+    if any(
+        t is not None and t.dtype != torch.float32 for t in (norm.weight, norm.running_mean, norm.running_var)
+    ):
         return False
-    if torch.compiler.is_compiling() or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16):
+    if (
+        torch.compiler.is_compiling()
+        or x.device.type != "cpu"
+        or x.dtype not in (torch.float32, torch.bfloat16)
+    ):
         return False
     if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last) or type(x) is not torch.Tensor:
         return False
@@ -216,14 +240,16 @@ def pool_bn_relu(x: torch.Tensor, norm: nn.BatchNorm2d, pool: bool) -> torch.Ten
     if norm.track_running_stats and norm.num_batches_tracked is not None:
         norm.num_batches_tracked.add_(1)
         factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
-    return _PoolBNReLU.apply(x, norm.weight, norm.bias, norm.running_mean, norm.running_var, factor, norm.eps, pool)
+    return _PoolBNReLU.apply(
+        x, norm.weight, norm.bias, norm.running_mean, norm.running_var, factor, norm.eps, pool
+    )
 
 
 class _BiasReLU(torch.autograd.Function):
     """``relu(z + bias)`` whose backward gives the bias its gradient (and ``z`` its own if needed)."""
 
     @staticmethod
-    def forward(ctx: Any, z: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, z: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         c = z.shape[1]
         scale, shift = torch.ones(c), bias.detach().float()
         y = torch.empty(z.shape, dtype=z.dtype, memory_format=torch.channels_last)
@@ -285,7 +311,7 @@ class _SmallMapConv3x3(torch.autograd.Function):
     image), runs 1.5-4x faster over 32-wide strips (benchmarks/fused_step.py)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype, k: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype, k: int) -> torch.Tensor:
         xc, wc = x.to(dtype), weight.to(dtype)
         with torch.autocast("cpu", enabled=False):
             y = F.conv2d(xc, wc, None, 1, 1)

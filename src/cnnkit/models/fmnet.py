@@ -133,10 +133,7 @@ class FMNet(ZooModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stem_conv, stem_norm, stem_act = self.stem
-        if isinstance(stem_norm, nn.Identity):
-            x = fused_conv_relu(x, stem_conv, stem_act)
-        else:
-            x = self.stem(x)
+        x = fused_conv_relu(x, stem_conv, stem_act) if isinstance(stem_norm, nn.Identity) else self.stem(x)
         x = self.pool(self.groups(x)).flatten(1)
         return self.fc(self.dropout(x)) * self.logit_scale
 
