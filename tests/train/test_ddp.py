@@ -184,8 +184,10 @@ def test_a_killed_rank_restarts_and_the_job_finishes_from_the_last_checkpoint(
 def test_freezing_the_whitened_stem_bias_mid_run_under_ddp(tmp_path: Path) -> None:
     # --whiten-bias-epochs 1: the stem's bias trains in epoch 1 only; from epoch 2 the ranks
     # need a DDP wrapper over the parameters that still train (a stale one waits for a gradient
-    # that never comes). Two processes must still match one.
-    extra = ["--whiten", "--whiten-bias-epochs", "1", "--model-kwargs", "widths=[8,16,32]", "stem_width=8", "stem_norm=false"]  # fmt: skip
+    # that never comes). Two processes must still match one. --no-fused: a rounding-level
+    # difference (the fused kernels sum in another order, tests/layers/test_fused.py) can flip a
+    # near-tie of the first max-pool in this 12x12 toy run and move one weight past the tolerance.
+    extra = ["--no-fused", "--whiten", "--whiten-bias-epochs", "1", "--model-kwargs", "widths=[8,16,32]", "stem_width=8", "stem_norm=false"]  # fmt: skip
     ddp_out = tmp_path / "ddp"
     proc = torchrun(["-m", "cnnkit"], ddp_out, *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]

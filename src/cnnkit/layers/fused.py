@@ -194,9 +194,9 @@ class _PoolBNReLU(torch.autograd.Function):
         return dx, dweight, dbias, None, None, None, None, None
 
 
-def _pattern_pool(pool: nn.Module) -> bool | None:
+def _pattern_pool(pool: nn.Module | None) -> bool | None:
     """True for a 2x2/stride-2 max-pool, False for no pool, None for anything else."""
-    if isinstance(pool, nn.Identity):
+    if pool is None or isinstance(pool, nn.Identity):
         return False
     if type(pool) is nn.MaxPool2d:
         ks, st, pad, dil = (
@@ -209,7 +209,13 @@ def _pattern_pool(pool: nn.Module) -> bool | None:
 
 
 def _applies(x: torch.Tensor, norm: nn.Module, act: nn.Module, pool: bool | None) -> bool:
-    if pool is None or not _STATE["enabled"] or type(norm) is not nn.BatchNorm2d or type(act) is not nn.ReLU:
+    if (
+        type(x) is not torch.Tensor
+        or pool is None
+        or not _STATE["enabled"]
+        or type(norm) is not nn.BatchNorm2d
+        or type(act) is not nn.ReLU
+    ):
         return False
     if not norm.training or not norm.affine or torch.jit.is_scripting() or torch.jit.is_tracing():
         return False
@@ -273,7 +279,8 @@ def fused_conv_relu(x: torch.Tensor, conv: nn.Module, act: nn.Module) -> torch.T
     the bias's gradient alone: eager autograd computes the frozen weight's gradient with it (one
     oneDNN call gives both)."""
     if (
-        type(conv) is nn.Conv2d
+        type(x) is torch.Tensor  # not a torch.fx Proxy or a tensor subclass: those trace the modules
+        and type(conv) is nn.Conv2d
         and type(act) is nn.ReLU
         and conv.training
         and _STATE["enabled"]
@@ -341,7 +348,8 @@ def fused_conv(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
     channels over a channels_last CPU map of at most 8x8, in training, computes its weight
     gradient over strips of images (:class:`_SmallMapConv3x3`)."""
     if (
-        type(conv) is nn.Conv2d
+        type(x) is torch.Tensor
+        and type(conv) is nn.Conv2d
         and _STATE["enabled"]
         and conv.training
         and conv.bias is None
@@ -371,11 +379,11 @@ def fused_conv(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
     return conv(x)
 
 
-def fused_norm_act(x: torch.Tensor, pool: nn.Module, norm: nn.Module, act: nn.Module) -> torch.Tensor:
+def fused_norm_act(x: torch.Tensor, pool: nn.Module | None, norm: nn.Module, act: nn.Module) -> torch.Tensor:
     """``act(norm(pool(x)))``: the fused kernels where the layers match their pattern (2x2 max-pool
     or none, training-mode ``nn.BatchNorm2d``, ``nn.ReLU``, a channels_last CPU map in float32
     or bfloat16), else the modules themselves."""
     kind = _pattern_pool(pool)
     if _applies(x, norm, act, kind):
         return pool_bn_relu(x, norm, bool(kind))  # type: ignore[arg-type]
-    return act(norm(pool(x)))
+    return act(norm(x if pool is None else pool(x)))

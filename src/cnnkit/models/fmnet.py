@@ -63,9 +63,9 @@ class ConvGroup(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = fused_norm_act(fused_conv(x, self.conv1), self.pool, self.norm1, self.act1)
-        y = fused_norm_act(fused_conv(x, self.conv2), nn.Identity(), self.norm2, self.act2)
+        y = fused_norm_act(fused_conv(x, self.conv2), None, self.norm2, self.act2)
         if self.residual:
-            y = x + fused_norm_act(fused_conv(y, self.conv3), nn.Identity(), self.norm3, self.act3)
+            y = x + fused_norm_act(fused_conv(y, self.conv3), None, self.norm3, self.act3)
         return y
 
 
