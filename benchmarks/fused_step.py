@@ -68,35 +68,25 @@ def _layer_pair(
         .contiguous(memory_format=CL)
         .requires_grad_(pattern != "bias-relu")
     )
+    amp = dtype == torch.bfloat16
+
+    def amp_step(f: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                y = f()
+            y.backward(torch.ones_like(y))
+
+        return run
+
     if pattern == "conv3x3-small":
         conv = nn.Conv2d(c, c, 3, padding=1, bias=False).to(memory_format=CL)
-        amp = dtype == torch.bfloat16
-
-        def conv_step(f: Callable[[], torch.Tensor]) -> Callable[[], None]:
-            def run() -> None:
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-                    y = f()
-                y.backward(torch.ones_like(y))
-
-            return run
-
-        return conv_step(lambda: conv(x)), conv_step(lambda: fused.fused_conv(x, conv))
+        return amp_step(lambda: conv(x)), amp_step(lambda: fused.fused_conv(x, conv))
     if pattern == "bias-relu":
-        conv = nn.Conv2d(1, c, 3, padding=1).to(memory_format=CL)
-        conv.weight.requires_grad_(False)
+        stem = nn.Conv2d(1, c, 3, padding=1).to(memory_format=CL)
+        stem.weight.requires_grad_(False)
         x1 = torch.randn(batch, 1, size, size).contiguous(memory_format=CL)
-        amp = dtype == torch.bfloat16
-
-        def stem_step(f: Callable[[], torch.Tensor]) -> Callable[[], None]:
-            def run() -> None:
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-                    y = f()
-                y.backward(torch.ones_like(y))
-
-            return run
-
-        return stem_step(lambda: F.relu(conv(x1))), stem_step(
-            lambda: fused.fused_conv_relu(x1, conv, nn.ReLU())
+        return amp_step(lambda: F.relu(stem(x1))), amp_step(
+            lambda: fused.fused_conv_relu(x1, stem, nn.ReLU())
         )
     pool: nn.Module = nn.MaxPool2d(2) if pattern == "pool-bn-relu" else nn.Identity()
     norm, act = nn.BatchNorm2d(c), nn.ReLU()
